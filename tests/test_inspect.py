@@ -84,7 +84,7 @@ def test_inspect_source_has_no_parent(env):
     assert "ppl" not in inspect_variant("tiny-random", env.ctx, metrics=False)
 
 
-def test_inspect_gguf_skips_metrics(env, monkeypatch):
+def test_inspect_gguf_sizes(env, monkeypatch):
     from gguf import GGUFWriter
 
     def convert_hf_to_gguf(hf_dir, out_path, outtype="f16"):
@@ -101,8 +101,8 @@ def test_inspect_gguf_skips_metrics(env, monkeypatch):
     fake = types.ModuleType("safetydrift.backends.llamacpp_engine")
     fake.convert_hf_to_gguf, fake.quantize_gguf = convert_hf_to_gguf, quantize_gguf
     monkeypatch.setitem(sys.modules, "safetydrift.backends.llamacpp_engine", fake)
-    info = inspect_variant("tiny-random>quantize:method=gguf,type=Q8_0", env.ctx)
-    assert info["kind"] == "gguf" and "ppl" not in info and "gguf" in info["metrics_note"]
+    info = inspect_variant("tiny-random>quantize:method=gguf,type=Q8_0", env.ctx, metrics=False)
+    assert info["kind"] == "gguf" and "ppl" not in info
     assert info["parameters"] == 128 and info["bits_per_weight"] == pytest.approx(16)
 
 

@@ -197,3 +197,51 @@ def test_quantize_and_chat(tiny_gguf: tuple[Path, str], qtype: str | None) -> No
         text, n = model.chat(MESSAGES, max_new_tokens=1, temperature=0.7, top_p=0.9, seed=3)
         assert (text, n) == (answer, 1)
         assert model.chat(MESSAGES, max_new_tokens=0) == ("", 0)
+
+
+@needs_llama
+@needs_converter
+def test_gguf_logits_match_transformers_and_give_ppl_kl(tiny_gguf: tuple[Path, str]) -> None:
+    """llama.cpp's per-position logits line up with transformers' (f16 vs fp32 weights), so perplexity and
+    KL of a GGUF build against its HF parent measure the quantization, not an off-by-one or a tokenizer."""
+    import torch
+
+    from safetydrift.analysis.metrics import HFScorer, LlamaCppScorer, drift_metrics, encode
+    from safetydrift.backends.transformers_backend import load_hf
+    from safetydrift.types import ResolvedModel
+
+    f16, _ = tiny_gguf
+    hf_dir = f16.parent / "hf"
+    model, tok = load_hf(hf_dir)
+    texts = ["Paris is the capital of France.", "Hello world, a tiny tokenizer for tests."]
+    ids = encode(tok, texts)
+    z_hf = HFScorer(model, pad_id=2).logits(ids)
+    gg = LlamaCppScorer(f16, n_ctx=128, n_threads=2)
+    try:
+        z_gg = gg.logits(ids)
+    finally:
+        gg.close()
+    for a, b, seq in zip(z_hf, z_gg, ids, strict=True):
+        assert a.shape == b.shape == (len(seq), len(tok))
+        assert torch.allclose(a, b, atol=0.02 * float(a.abs().max()))
+
+    hf = ResolvedModel(spec="tiny-hf", kind="hf", path=hf_dir)
+    q4 = eng.quantize_gguf(f16, f16.with_name("tiny-ppl-Q4_K_M.gguf"), "q4_k_m", n_threads=2)
+    d16 = drift_metrics(ResolvedModel(spec="f16", kind="gguf", path=f16), hf, texts)
+    d4 = drift_metrics(ResolvedModel(spec="q4", kind="gguf", path=q4), hf, texts)
+    assert d16["tokenizer"] == "reference" and d16["tokens"] == sum(len(x) for x in ids)
+    assert d16["reference_ppl"] == pytest.approx(d4["reference_ppl"])
+    assert d16["ppl"] == pytest.approx(d16["reference_ppl"], rel=0.02)
+    assert 0 <= d16["kl_to_reference"] < 1e-3
+    # a perturbed HF model is far from the GGUF: KL is a real distance, not a constant
+    with torch.no_grad():
+        model.lm_head.weight.mul_(-1.0)
+    other = hf_dir.parent / "hf-flipped"
+    model.save_pretrained(other)
+    tok.save_pretrained(other)
+    d_far = drift_metrics(ResolvedModel(spec="f16", kind="gguf", path=f16),
+                          ResolvedModel(spec="flipped", kind="hf", path=other), texts)
+    assert d_far["kl_to_reference"] > 100 * max(d16["kl_to_reference"], 1e-4)
+    # two GGUF files: llama.cpp's own tokenizer
+    assert drift_metrics(ResolvedModel(spec="q4", kind="gguf", path=q4),
+                         ResolvedModel(spec="f16", kind="gguf", path=f16), texts)["tokenizer"] == "llama.cpp"

@@ -409,28 +409,26 @@ def _utility_rows(exp: Experiment, records: list[dict[str, Any]], ctx: Context,
 
 
 def _ppl_kl(exp: Experiment, rows: list[dict[str, Any]], ctx: Context, n_texts: int) -> None:
-    """Perplexity on held-out benign text and next-token KL(reference ‖ variant), for local checkpoints."""
-    import gc
-
-    from safetydrift.analysis.metrics import BENIGN_TEXTS, next_token_kl, perplexity
-    from safetydrift.backends.transformers_backend import load_hf
+    """Perplexity on held-out benign text and next-token KL(reference ‖ variant) for every variant with
+    local weights: HF checkpoints through transformers, GGUF builds through llama.cpp as served."""
+    from safetydrift.analysis.metrics import BENIGN_TEXTS, drift_metrics
+    from safetydrift.runner import progress_bar
 
     texts = list(BENIGN_TEXTS)[:n_texts]
     by_name = {r["variant"]: r for r in rows}
-    for v in exp.variants:
-        m = ctx.resolve(v.recipe)
-        if m.kind != "hf" or m.path is None:
-            continue
-        model, tok = load_hf(m.path)
-        by_name[v.name]["ppl"] = float(perplexity(model, tok, texts))
-        if v.reference is not None:
-            ref = ctx.resolve(exp.variant(v.reference).recipe)
-            if ref.kind == "hf" and ref.path is not None:
-                ref_model, _ = load_hf(ref.path)
-                by_name[v.name]["kl_to_reference"] = float(next_token_kl(ref_model, model, tok, texts))
-                del ref_model
-        del model
-        gc.collect()
+    local = [v for v in exp.variants if ctx.resolve(v.recipe).kind in ("hf", "gguf")]
+    with progress_bar(ctx) as prog:
+        task = prog.add_task("perplexity / KL", total=len(local))
+        for v in local:
+            m = ctx.resolve(v.recipe)
+            ref = ctx.resolve(exp.variant(v.reference).recipe) if v.reference is not None else None
+            if ref is not None and ref.kind not in ("hf", "gguf"):
+                ref = None
+            d = drift_metrics(m, ref, texts, device=ctx.device)
+            by_name[v.name]["ppl"] = float(d["ppl"])
+            if "kl_to_reference" in d:
+                by_name[v.name]["kl_to_reference"] = float(d["kl_to_reference"])
+            prog.advance(task)
 
 
 def _variant_rows(exp: Experiment, ctx: Context, build_times: dict[str, float]) -> list[dict[str, Any]]:

@@ -1,15 +1,19 @@
 """Utility metrics on plain text: perplexity and next-token KL between two models.
 
-Both take already-loaded transformers models (``backends.transformers_backend.load_hf``) and a
-tokenizer; the two models of :func:`next_token_kl` must share the tokenizer (a variant and its parent).
-Texts are tokenized without padding surprises: right-padded batches, pad positions masked out.
+Both read full next-token logits through a *scorer*: :class:`HFScorer` (a transformers model, batched,
+right-padded, pad positions masked out) or :class:`LlamaCppScorer` (a GGUF file through llama.cpp, so a
+quantized build is measured as it is served, not dequantized back). The two models of a KL must share the
+vocabulary (a variant and its parent); both see the *same token ids*, encoded once by one tokenizer, so
+the comparison is position by position. :func:`perplexity` and :func:`next_token_kl` keep the simple
+"two transformers models and a tokenizer" call; :func:`open_scorer` picks the scorer for a resolved model.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 #: A fixed benign sample for perplexity/KL checks of a variant (``safetydrift inspect``). Kept in code,
 #: not read from a data file, so that numbers stay comparable across versions of the shipped data.
@@ -33,15 +37,119 @@ BENIGN_TEXTS: tuple[str, ...] = (
 )
 
 
-def _batches(tok: Any, texts: Sequence[str], batch: int, max_len: int) -> Iterator[dict[str, Any]]:
-    old_side = getattr(tok, "padding_side", "right")
-    tok.padding_side = "right"
-    try:
-        for i in range(0, len(texts), batch):
-            yield tok(list(texts[i : i + batch]), return_tensors="pt", padding=True, truncation=True,
-                      max_length=max_len)
-    finally:
-        tok.padding_side = old_side
+class Scorer(Protocol):
+    """Full next-token logits of a model for given token ids."""
+
+    vocab_size: int
+
+    def logits(self, ids: Sequence[Sequence[int]]) -> list[Any]:
+        """One float32 tensor per sequence, (len(seq), vocab): row t predicts token t+1."""
+        ...
+
+
+def encode(tok: Any, texts: Sequence[str], max_len: int = 256) -> list[list[int]]:
+    """Token ids of each text as the tokenizer's plain call makes them (special tokens as the model adds
+    them), truncated to ``max_len``. Encoded once and given to every scorer of a comparison."""
+    return [list(tok(t, truncation=True, max_length=max_len)["input_ids"]) for t in texts]
+
+
+class HFScorer:
+    """A loaded transformers model; sequences are run in right-padded batches."""
+
+    def __init__(self, model: Any, *, batch: int = 8, pad_id: int = 0) -> None:
+        self.model = model
+        self.batch = batch
+        self.pad_id = pad_id
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+
+    def logits(self, ids: Sequence[Sequence[int]]) -> list[Any]:
+        import torch
+
+        dev = _device(self.model)
+        out: list[Any] = []
+        with torch.no_grad():
+            for i in range(0, len(ids), self.batch):
+                chunk = [list(x) for x in ids[i : i + self.batch]]
+                width = max((len(x) for x in chunk), default=0)
+                if width == 0:
+                    out.extend(torch.zeros(0, self.vocab_size) for _ in chunk)
+                    continue
+                input_ids = torch.tensor([x + [self.pad_id] * (width - len(x)) for x in chunk], device=dev)
+                mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in chunk], device=dev)
+                z = self.model(input_ids=input_ids, attention_mask=mask).logits.float().cpu()
+                out.extend(z[j, : len(x)] for j, x in enumerate(chunk))
+        return out
+
+
+class LlamaCppScorer:
+    """A GGUF file through llama.cpp with logits for every position (``logits_all``)."""
+
+    def __init__(self, path: Path, *, n_ctx: int = 512, n_threads: int | None = None) -> None:
+        from safetydrift.backends.llamacpp_engine import LlamaCppModel
+
+        self.llm = LlamaCppModel(Path(path), n_ctx=n_ctx, n_threads=n_threads, logits_all=True)
+        self.vocab_size = int(self.llm._llm.n_vocab())
+
+    def logits(self, ids: Sequence[Sequence[int]]) -> list[Any]:
+        import torch
+
+        return [torch.from_numpy(self.llm.token_logits(list(x))) for x in ids]
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+def open_scorer(model: Any, device: str | None = None, *, max_len: int = 256) -> tuple[Scorer, Any]:
+    """(scorer, its HF tokenizer or None) for a resolved hf or gguf model. Endpoint models return no
+    full-vocabulary logits, so they have no perplexity/KL here."""
+    from safetydrift.errors import UnsupportedError
+
+    if model.path is None or model.kind not in ("hf", "gguf"):
+        raise UnsupportedError(f"perplexity/KL need full next-token logits; a {model.kind} model has none")
+    if model.kind == "gguf":
+        return LlamaCppScorer(Path(model.path), n_ctx=max(max_len, 64)), None
+    from safetydrift.backends.transformers_backend import load_hf
+
+    m, tok = load_hf(Path(model.path), device)
+    return HFScorer(m, pad_id=int(tok.pad_token_id or 0)), tok
+
+
+def _shared_vocab(zp: Any, zq: Any) -> tuple[Any, Any]:
+    """Cut both logit rows to the vocabulary they share: converters and checkpoints may pad the
+    embedding matrix past the tokenizer with never-predicted rows, which carry (almost) no mass."""
+    v = min(zp.shape[-1], zq.shape[-1])
+    if zp.shape[0] != zq.shape[0]:
+        raise ValueError(f"next_token_kl: {zp.shape[0]} vs {zq.shape[0]} positions for the same ids")
+    return zp[:, :v], zq[:, :v]
+
+
+def perplexity_ids(scorer: Scorer, ids: Sequence[Sequence[int]]) -> float:
+    """exp(mean next-token negative log-likelihood) over every predicted token of ``ids``."""
+    import torch
+
+    nll, count = 0.0, 0
+    for seq, z in zip(ids, scorer.logits(ids), strict=True):
+        if len(seq) < 2:
+            continue
+        logp = torch.log_softmax(z[:-1].float(), -1)
+        target = torch.tensor(list(seq[1:]))
+        nll += float(-logp.gather(-1, target.unsqueeze(-1)).sum())
+        count += len(seq) - 1
+    return math.exp(nll / count) if count else float("nan")
+
+
+def kl_ids(p: Scorer, q: Scorer, ids: Sequence[Sequence[int]]) -> float:
+    """Mean over every position of KL(p ‖ q) = Σ_v p(v) (log p(v) − log q(v)) in nats, p and q being
+    the two models' next-token distributions (p: e.g. the parent, q: the variant)."""
+    import torch
+
+    total, count = 0.0, 0
+    for zp, zq in zip(p.logits(ids), q.logits(ids), strict=True):
+        zp, zq = _shared_vocab(zp, zq)
+        logp, logq = torch.log_softmax(zp.float(), -1), torch.log_softmax(zq.float(), -1)
+        total += float((logp.exp() * (logp - logq)).sum())
+        count += int(zp.shape[0])
+    return total / count if count else float("nan")
 
 
 def model_max_len(model: Any, wanted: int) -> int:
@@ -58,42 +166,51 @@ def _device(model: Any) -> Any:
 
 def perplexity(model: Any, tok: Any, texts: Sequence[str] = BENIGN_TEXTS, *, batch: int = 8,
                max_len: int = 256) -> float:
-    """exp(mean next-token negative log-likelihood) over every predicted (non-pad) token of ``texts``."""
-    import torch
-
-    nll, count = 0.0, 0
-    dev = _device(model)
-    with torch.no_grad():
-        for enc in _batches(tok, texts, batch, model_max_len(model, max_len)):
-            ids, mask = enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
-            target = ids[:, 1:]
-            keep = mask[:, 1:].bool()
-            tok_nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-            nll += float(tok_nll[keep].sum())
-            count += int(keep.sum())
-    return math.exp(nll / count) if count else float("nan")
+    """Perplexity of a transformers model on ``texts`` (see :func:`perplexity_ids`)."""
+    ids = encode(tok, texts, model_max_len(model, max_len))
+    return perplexity_ids(HFScorer(model, batch=batch, pad_id=int(tok.pad_token_id or 0)), ids)
 
 
 def next_token_kl(model_p: Any, model_q: Any, tok: Any, texts: Sequence[str] = BENIGN_TEXTS, *,
                   batch: int = 8, max_len: int = 256) -> float:
-    """Mean over the texts' token positions of KL(p ‖ q) = Σ_v p(v) (log p(v) − log q(v)) in nats,
-    where p and q are the two models' next-token distributions (p: e.g. the parent, q: the variant)."""
-    import torch
-
-    total, count = 0.0, 0
-    dev_p, dev_q = _device(model_p), _device(model_q)
+    """Mean next-token KL(p ‖ q) of two transformers models sharing ``tok`` (see :func:`kl_ids`)."""
     max_len = min(model_max_len(model_p, max_len), model_max_len(model_q, max_len))
-    with torch.no_grad():
-        for enc in _batches(tok, texts, batch, max_len):
-            ids, mask = enc["input_ids"], enc["attention_mask"]
-            zp = model_p(input_ids=ids.to(dev_p), attention_mask=mask.to(dev_p)).logits.float().cpu()
-            zq = model_q(input_ids=ids.to(dev_q), attention_mask=mask.to(dev_q)).logits.float().cpu()
-            if zp.shape != zq.shape:
-                raise ValueError(f"next_token_kl: logits shapes differ ({tuple(zp.shape)} vs {tuple(zq.shape)})")
-            logp, logq = torch.log_softmax(zp, -1), torch.log_softmax(zq, -1)
-            kl = (logp.exp() * (logp - logq)).sum(-1)  # (batch, positions)
-            keep = mask.bool()
-            total += float(kl[keep].sum())
-            count += int(keep.sum())
-    return total / count if count else float("nan")
+    ids = encode(tok, texts, max_len)
+    pad = int(tok.pad_token_id or 0)
+    return kl_ids(HFScorer(model_p, batch=batch, pad_id=pad), HFScorer(model_q, batch=batch, pad_id=pad), ids)
+
+
+def drift_metrics(variant: Any, reference: Any | None, texts: Sequence[str] = BENIGN_TEXTS, *,
+                  device: str | None = None, max_len: int = 256) -> dict[str, Any]:
+    """``ppl`` of a resolved variant, and with a ``reference`` also ``reference_ppl`` and
+    ``kl_to_reference`` = KL(reference ‖ variant), for any mix of hf and gguf models.
+
+    The texts are encoded once, by the variant's HF tokenizer, else the reference's (a GGUF built from
+    an HF parent shares its vocabulary), else llama.cpp's own; ``tokenizer`` in the result says which.
+    """
+    import gc
+
+    q, q_tok = open_scorer(variant, device, max_len=max_len)
+    p: Scorer | None = None
+    p_tok = None
+    try:
+        if reference is not None:
+            p, p_tok = open_scorer(reference, device, max_len=max_len)
+        tok, which = (q_tok, "variant") if q_tok is not None else (p_tok, "reference")
+        if tok is not None:
+            ids = encode(tok, texts, max_len)
+        else:  # two GGUF files: llama.cpp's tokenizer, special tokens as the vocabulary asks
+            which = "llama.cpp"
+            llm = q.llm._llm  # type: ignore[attr-defined]
+            ids = [list(llm.tokenize(t.encode("utf-8"), add_bos=True))[:max_len] for t in texts]
+        out: dict[str, Any] = {"ppl": perplexity_ids(q, ids), "tokenizer": which,
+                               "texts": len(texts), "tokens": sum(len(x) for x in ids)}
+        if p is not None:
+            out["reference_ppl"] = perplexity_ids(p, ids)
+            out["kl_to_reference"] = kl_ids(p, q, ids)
+        return out
+    finally:
+        for scorer in (p, q):
+            if scorer is not None and hasattr(scorer, "close"):
+                scorer.close()
+        gc.collect()

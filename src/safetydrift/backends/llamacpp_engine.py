@@ -80,12 +80,42 @@ def _import_llama_cpp() -> Any:
 
 
 def default_threads() -> int:
-    """Half the logical CPUs (llama-cpp-python's own default; 1 on a 2-vCPU machine).
+    """The cores no other process is using right now (at least 1), sampled over a quarter second.
 
-    llama.cpp's threads spin at barriers, so when other processes compete for the cores, using all of them
-    is 3-4x slower than using half (docs/llamacpp.md); pass ``n_threads`` explicitly on an idle machine.
+    llama.cpp's threads spin at barriers: on a machine where something else runs, using every core is 3-4x
+    *slower* than using the free ones (docs/llamacpp.md), while on an idle 2-core machine 2 threads are
+    1.7x faster than 1. Where the load cannot be read (no /proc), half the logical CPUs, as
+    llama-cpp-python does.
     """
-    return max(1, (os.cpu_count() or 2) // 2)
+    n = os.cpu_count() or 2
+    busy = _others_busy_cores()
+    if busy is None:
+        return max(1, n // 2)
+    return max(1, min(n, int(n - busy + 0.3)))
+
+
+def _others_busy_cores(interval: float = 0.25) -> float | None:
+    """Cores kept busy by *other* processes over ``interval`` seconds: machine-wide busy time from
+    /proc/stat minus this process's own CPU time."""
+    import time
+
+    def sample() -> tuple[float, float, float]:
+        with open("/proc/stat") as f:
+            vals = [float(x) for x in f.readline().split()[1:]]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)  # idle + iowait
+        return sum(vals) - idle, time.monotonic(), time.process_time()
+
+    try:
+        tick = float(os.sysconf("SC_CLK_TCK"))
+        b0, w0, p0 = sample()
+        time.sleep(interval)
+        b1, w1, p1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    wall = w1 - w0
+    if wall <= 0:
+        return None
+    return max(0.0, ((b1 - b0) / tick - (p1 - p0)) / wall)
 
 
 def llama_cpp_python_version() -> str | None:
@@ -360,6 +390,7 @@ class LlamaCppModel:
         *,
         chat_template: str | None = None,
         verbose: bool = False,
+        logits_all: bool = False,
     ) -> None:
         path = Path(path)
         if not path.is_file():
@@ -370,6 +401,7 @@ class LlamaCppModel:
         self.n_ctx = n_ctx
         self.seed = seed
         self.n_threads = n_threads or default_threads()
+        self.logits_all = logits_all
         try:
             self._llm = llama_cpp.Llama(
                 model_path=str(path),
@@ -379,6 +411,7 @@ class LlamaCppModel:
                 n_gpu_layers=0,
                 seed=seed,
                 verbose=verbose,
+                logits_all=logits_all,
             )
         except (ValueError, RuntimeError, OSError) as e:
             raise ModelLoadError(f"llama.cpp cannot load {path}: {e}") from e
@@ -448,6 +481,25 @@ class LlamaCppModel:
             lib.llama_sampler_free(sampler)
         text = llm.detokenize(out).decode("utf-8", errors="replace") if out else ""
         return text.strip(), len(out)
+
+    def token_logits(self, ids: Sequence[int]) -> Any:
+        """Next-token logits at every position of ``ids`` (a float32 array, len(ids) × n_vocab).
+
+        Row t is the distribution over token t+1 given ids[:t+1], as transformers' ``logits[0, t]``, so the
+        two can be compared position by position (perplexity, KL to an HF parent). Needs ``logits_all=True``.
+        """
+        import numpy as np
+
+        if not self.logits_all:
+            raise ValueError("token_logits needs a model opened with logits_all=True")
+        if not ids:
+            return np.zeros((0, self._llm.n_vocab()), dtype=np.float32)
+        if len(ids) > self.n_ctx:
+            raise ValueError(f"{len(ids)} tokens do not fit the context of {self.n_ctx}")
+        llm = self._llm
+        llm.reset()
+        llm.eval(list(ids))
+        return np.array(llm.scores[: len(ids)], dtype=np.float32, copy=True)
 
     def _sampler(self, temperature: float, top_p: float, top_k: int, seed: int) -> Any:
         lib = self._lib

@@ -56,7 +56,9 @@ class TransformersBackend:
         if (threads := spec.get_int("threads")) is not None:
             torch.set_num_threads(threads)
         self.resolved = model
-        self.batch_size = spec.get_int("batch", 16) or 16
+        # 64: on a 2-core CPU, 60 prompts × 24 tokens take 9.1 s at batch 64 against 13.9 s at 16 (fewer
+        # sequential decode loops); set batch= lower for big models on small GPUs
+        self.batch_size = spec.get_int("batch", 64) or 64
         self.device = spec.get_str("device", ctx.device) or "cpu"
         self.dtype = spec.get_str("dtype", "float32") or "float32"
         self.model, self.tok = load_hf(model.path, self.device, self.dtype)

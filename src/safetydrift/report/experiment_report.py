@@ -371,10 +371,15 @@ def _fig_frontier(E: _Exp, F: _Figures) -> None:
             if len(ms) >= 2:
                 ax.plot([pts[m][0] for m in ms], [pts[m][1] for m in ms], "-", color=f"C{(fi + 1) % 10}",
                         alpha=0.6, lw=1.5, label=f"family: {fam}", zorder=1)
+        span = max((abs(x) for x, _ in pts.values()), default=1.0) or 1.0
+        at: dict[tuple[float, float], list[str]] = {}  # variants on the same spot share one label
         for n, (x, y) in pts.items():
             is_ref = not E.ref(n)
             ax.scatter([x], [y], s=40, zorder=2, color="#222" if is_ref else "C0", marker="s" if is_ref else "o")
-            ax.annotate(n, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
+            at.setdefault((round(x / span, 2), round(y, 2)), []).append(n)
+        for names in at.values():
+            x, y = pts[names[0]]
+            ax.annotate(", ".join(names), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
         ax.set_xlabel(label)
         ax.set_ylabel("ASR")
         ax.set_ylim(-0.03, 1.05)

@@ -14,10 +14,11 @@ Keys of :func:`inspect_variant`'s dict (JSON-serialisable):
 - bitdelta (any variant with a stored ``delta.safetensors``): ``delta_bytes`` (the packed delta as
   stored, file size), ``delta_fp16_bytes`` (2 bytes × the same matrices' elements),
   ``delta_compression_ratio`` (their quotient), ``delta_mode``;
-- with ``metrics=True`` on hf checkpoints: ``ppl`` (perplexity on the fixed benign sample
+- with ``metrics=True`` on local weights (hf checkpoints through transformers, GGUF files through
+  llama.cpp, as served): ``ppl`` (perplexity on the fixed benign sample
   ``analysis.metrics.BENIGN_TEXTS``), ``parent_ppl`` and ``kl_to_parent`` (mean next-token
-  KL(parent ‖ variant) in nats over the sample's positions). GGUF and endpoint models get
-  ``metrics_note`` instead: the metrics need full next-token logits, read through transformers.
+  KL(parent ‖ variant) in nats over the sample's positions, both models fed the same token ids).
+  Endpoint models get ``metrics_note`` instead: an API returns no full next-token distribution.
 """
 
 from __future__ import annotations
@@ -126,31 +127,26 @@ def _gguf_bits_per_weight(path: Path) -> float | None:
 # ---------------------------------------------------------------------------------- metrics
 
 def _metrics(r: Recipe, model: ResolvedModel, ctx: Context) -> dict[str, Any]:
-    from safetydrift.analysis.metrics import BENIGN_TEXTS, next_token_kl, perplexity
+    from safetydrift.analysis.metrics import BENIGN_TEXTS, drift_metrics
     from safetydrift.hashing import sha256_json
 
     out: dict[str, Any] = {"metrics_sample": {"texts": len(BENIGN_TEXTS), "sha256": sha256_json(BENIGN_TEXTS)[:16]}}
-    if model.kind != "hf" or model.path is None:
+    if model.kind not in ("hf", "gguf") or model.path is None:
         out["metrics_note"] = (
-            f"ppl/kl_to_parent skipped: they need full next-token logits, computed through transformers for "
-            f"hf checkpoints; this variant is {model.kind}"
+            f"ppl/kl_to_parent skipped: they need full next-token logits from local weights (hf or gguf); "
+            f"this variant is {model.kind}"
         )
         return out
-    from safetydrift.backends.transformers_backend import load_hf
-
-    variant, tok = load_hf(Path(model.path), ctx.device)
-    out["ppl"] = perplexity(variant, tok, BENIGN_TEXTS)
-    parent_recipe = r.parent
-    if parent_recipe is None:
-        out["kl_to_parent"] = None
+    parent = ctx.resolve(r.parent) if r.parent is not None else None
+    if parent is not None and (parent.kind not in ("hf", "gguf") or parent.path is None):
+        out["metrics_note"] = f"the parent is {parent.kind}: kl_to_parent needs its full next-token logits"
+        parent = None
+    elif parent is None:
         out["metrics_note"] = "a source model has no parent: kl_to_parent not defined"
-        return out
-    parent = ctx.resolve(parent_recipe)
-    if parent.kind != "hf" or parent.path is None:
-        out["kl_to_parent"] = None
-        out["metrics_note"] = f"the parent is {parent.kind}: kl_to_parent needs both models' logits via transformers"
-        return out
-    parent_model, _ = load_hf(Path(parent.path), ctx.device)
-    out["parent_ppl"] = perplexity(parent_model, tok, BENIGN_TEXTS)
-    out["kl_to_parent"] = next_token_kl(parent_model, variant, tok, BENIGN_TEXTS)
+    d = drift_metrics(model, parent, BENIGN_TEXTS, device=ctx.device)
+    out["ppl"] = d["ppl"]
+    out["metrics_sample"]["tokenizer"] = d["tokenizer"]
+    out["kl_to_parent"] = d.get("kl_to_reference")
+    if "reference_ppl" in d:
+        out["parent_ppl"] = d["reference_ppl"]
     return out
