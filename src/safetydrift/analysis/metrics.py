@@ -11,7 +11,7 @@ the comparison is position by position. :func:`perplexity` and :func:`next_token
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
