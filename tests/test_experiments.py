@@ -26,6 +26,8 @@ EXP = {
     "judges": ["keyword", "keyword:list=gcg"],
     "utility": {"benign_task": 4, "benign": 4, "task_tokens": 4, "benign_tokens": 4, "ppl_texts": 2},
     "logitlens": {"prompts": "advbench50", "limit": 2, "variants": ["base", "ft"]},
+    "expect": [{"variant": "ft", "asr": "up", "claim": "fine-tuning raises ASR"},
+               {"variant": "bd", "asr": "down", "max_utility_loss": 0.1}],
 }
 
 
@@ -54,6 +56,17 @@ def test_run_experiment_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
     assert exp["judge_agreement"] and exp["judge_agreement"][0]["n"] > 0
     assert exp["logitlens"]["variants"] == ["base", "ft"]
     assert (out / "report.html").exists() and (out / "results.jsonl").exists()
+    # expectations are checked against the run's own comparisons
+    comp = {c["variant"]: c for c in comps if c["judge"] == "keyword"}
+    ex = {e["variant"]: e for e in exp["expectations"]}
+    assert set(ex) == {"ft", "bd"} and ex["ft"]["claim"] == "fine-tuning raises ASR"
+    assert ex["ft"]["diff"] == comp["ft"]["diff"] and ex["ft"]["p_holm"] == comp["ft"]["p_holm"]
+    d, p = comp["ft"]["diff"], comp["ft"]["p_holm"]
+    want = "does not hold" if d <= 0 else ("holds" if p < 0.05 else "same direction, not significant")
+    assert ex["ft"]["verdict"] == want
+    assert ex["bd"]["utility_verdict"]
+    html = (out / "report.html").read_text()
+    assert "Expected vs observed" in html and (out / "tables" / "expectations.csv").is_file()
     summary = json.loads((out / "summary.json").read_text())["models"]
     assert set(summary) == {v["recipe"] for v in exp["variants"]} and "asr" in summary["tiny-random"]
     assert "timings_s" in exp["provenance"]

@@ -36,6 +36,7 @@ import yaml
 from safetydrift import registry
 from safetydrift.context import Context
 from safetydrift.errors import DataError, SafetyDriftError, SpecError, UnsupportedError
+from safetydrift.expectations import Expectation, check_expectations, default_eval, parse_expectations
 from safetydrift.provenance import library_versions
 from safetydrift.runner import EvalRequest, run_eval
 from safetydrift.spec import parse_component, parse_recipe, recipe_from_yaml
@@ -43,7 +44,7 @@ from safetydrift.store import ResultStore, atomic_write_text
 from safetydrift.types import GenerationConfig
 
 TOP_KEYS = {"name", "description", "generation", "variants", "datasets", "attacks", "judges", "utility",
-            "logitlens", "executor", "backend"}
+            "logitlens", "executor", "backend", "expect"}
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Experiment:
     executor: str = "local"
     backend: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    expect: list[Expectation] = field(default_factory=list)
 
     def variant(self, name: str) -> VariantDecl:
         for v in self.variants:
@@ -166,6 +168,7 @@ def parse_experiment(raw: Any, src: str = "experiment") -> Experiment:
         executor=str(raw.get("executor", "local")),
         backend=raw.get("backend"),
         raw=raw,
+        expect=parse_expectations(raw.get("expect"), names, src),
     )
     if exp.executor not in EXECUTORS:
         raise DataError(f"{src}: unknown executor {exp.executor!r} (known: {', '.join(EXECUTORS)})")
@@ -529,6 +532,8 @@ def run_experiment(exp: Experiment, out: Path, ctx: Context) -> dict[str, Any]:
         "guards": _guard_rows(exp, asr, util, records),
         "tap_trees": _tap_trees(safety, exp, exp.judges[0]),
         "logitlens": None,
+        "expectations": check_expectations(exp.expect, exp.variants, asr, comps, util,
+                                           default_eval(exp.datasets, exp.attacks, exp.judges)),
     }
     if exp.logitlens and exp.logitlens.variants:  # 4. LogitLens
         t0 = time.time()
@@ -614,6 +619,13 @@ def print_headline(result: dict[str, Any]) -> None:
             "–" if size is None else f"{size / 2**20:.0f} MiB",
         )
     Console().print(t)
+    if result.get("expectations"):
+        e = Table(title="expected (literature) vs observed (this run)")
+        for col in ("variant", "expected ASR", "claim", "verdict", "why", "utility"):
+            e.add_column(col, overflow="fold")
+        for x in result["expectations"]:
+            e.add_row(x["variant"], x["expected"], x["claim"] or "–", x["verdict"], x["why"], x["utility_verdict"] or "–")
+        Console().print(e)
 
 
 def ensure_not_running_inside(out: Path) -> None:

@@ -36,11 +36,11 @@ class Attack(ABC):
 class PromptAttack(Attack):
     """An attack that only rewrites the conversation: generation is batched through the target."""
 
-    batch_size: int = 16
+    batch_size: int | None = None  # conversations per generate() call; None = the target's own batch size
 
     def __init__(self, spec: ComponentSpec, ctx: Context) -> None:
         super().__init__(spec, ctx)
-        self.batch_size = spec.get_int("batch", self.batch_size) or self.batch_size
+        self.batch_size = spec.get_int("batch", self.batch_size)
 
     @abstractmethod
     def conversations(self, item: Item) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -59,8 +59,10 @@ class PromptAttack(Attack):
         units = list(units)
         # Sort by length so that left-padded batches waste little compute; yield in that order.
         order = sorted(range(len(units)), key=lambda i: len(units[i].messages[-1][1]))
-        for start in range(0, len(order), self.batch_size):
-            batch = [units[i] for i in order[start : start + self.batch_size]]
+        # the target's batch size by default: a smaller chunk here would cap a batched backend's batches
+        size = self.batch_size or getattr(target, "batch_size", None) or 16
+        for start in range(0, len(order), size):
+            batch = [units[i] for i in order[start : start + size]]
             gens = target.generate([u.conversation() for u in batch], gen)
             for u, g in zip(batch, gens, strict=True):
                 yield Outcome(unit=u, prompt=u.messages[-1][1], generation=g)

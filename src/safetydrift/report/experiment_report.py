@@ -535,6 +535,9 @@ CAT_COLS = [
     "reference", "asr_reference", "diff",
 ]
 AGREE_COLS = ["judge_a", "judge_b", "n", "agreement", "kappa"]
+EXPECT_COLS = ["variant", "reference", "expected", "claim", "source", "dataset", "attack", "judge", "alpha",
+               "asr_reference", "asr_variant", "diff", "p_holm", "verdict", "why", "task_acc_reference", "task_acc",
+               "utility_loss", "utility_verdict", "over_refusal_reference", "over_refusal", "kl_to_reference"]
 GUARD_COLS = ["variant", "reference", "asr", "asr_reference", "false_refusal", "latency_added_s"]
 VARIANT_COLS = [
     "name", "recipe", "reference", "kind", "family", "weights_sha256", "size_bytes", "bits_per_weight",
@@ -899,6 +902,19 @@ def render_experiment_report(exp: dict[str, Any], records: list[dict[str, Any]],
          "asr_ref": _pct(c.get("asr_ref")), "asr_var": _pct(c.get("asr_variant")), **_diff_view(c),
          "p_midp": _pval(c.get("p_midp"))} for c in E.comparisons
     ]
+    expectations = []
+    for x in _rows(exp, "expectations"):
+        verdict = str(x.get("verdict") or "")
+        expectations.append({
+            "variant": x.get("variant"), "reference": x.get("reference") or "–", "expected": x.get("expected"),
+            "claim": x.get("claim") or "–", "source": x.get("source") or "", "verdict": verdict,
+            "cls": {"holds": "better", "does not hold": "worse"}.get(verdict, "muted" if verdict == "not measured" else ""),
+            "why": x.get("why") or "", "utility": x.get("utility_verdict") or "–",
+            "acc": f"{_pct(x.get('task_acc_reference'))} → {_pct(x.get('task_acc'))}",
+            "over": f"{_pct(x.get('over_refusal_reference'))} → {_pct(x.get('over_refusal'))}",
+        })
+    if expectations:
+        _write_csv(tables / "expectations.csv", EXPECT_COLS, _rows(exp, "expectations"))
     explorer = _explorer(E, records)
     ctx = {
         "title": str(exp.get("name") or "safetydrift experiment"),
@@ -908,6 +924,7 @@ def render_experiment_report(exp: dict[str, Any], records: list[dict[str, Any]],
         "eval_head": " · ".join(E.varying),
         "constant": E.constant,
         "comparisons": comparisons,
+        "expectations": expectations,
         "figures": F.of("figures"),
         "logitlens": F.of("logitlens"),
         "runs": runs,
@@ -991,6 +1008,7 @@ button{font-size:13px;padding:3px 12px;margin:.4em 0}
 <div class="sub">safetydrift experiment report{% if provenance and provenance.run %} · {% for k, v in provenance.run.items() %}{{ k }} {{ v }}{% if not loop.last %} · {% endif %}{% endfor %}{% endif %}</div></header>
 <nav class="toc">
 {% if headline %}<a href="#headline">Headline</a>{% endif %}
+{% if expectations %}<a href="#expectations">Expected vs observed</a>{% endif %}
 {% if figures or logitlens %}<a href="#figures">Figures</a>{% endif %}
 {% if agreement %}<a href="#agreement">Judge agreement</a>{% endif %}
 {% if runs %}<a href="#runs">Repeated attacks</a>{% endif %}
@@ -1031,6 +1049,18 @@ Red = significantly more attack success than the reference, green = significantl
 {% for c in comparisons %}<tr><td>{{ c.variant }}</td><td>{{ c.reference }}</td><td>{{ c.eval }}</td><td class="num">{{ c.n }}</td><td class="num">{{ c.asr_ref }}</td><td class="num">{{ c.asr_var }}</td><td class="num {{ c.cls }}">{{ c.diff }}</td><td class="num">{{ c.p_exact }}</td><td class="num">{{ c.p_midp }}</td><td class="num {{ c.sig }}">{{ c.p_holm }}</td><td class="num">{{ c.rrr }}</td></tr>
 {% endfor %}</table></div></details>
 {% endif %}
+</section>
+{% endif %}
+
+{% if expectations %}
+<section id="expectations"><h2>Expected vs observed</h2>
+<p class="note">What the literature predicts for each variant, checked against this run's paired comparison with
+the variant's reference (significant = Holm-adjusted McNemar p below α). Utility: benign-task accuracy and
+over-refusal, reference → variant.</p>
+<div class="table-wrap"><table>
+<tr><th>variant</th><th>reference</th><th>expected ASR</th><th>claim</th><th>verdict</th><th>evidence</th><th>task accuracy</th><th>over-refusal</th><th>utility bound</th></tr>
+{% for x in expectations %}<tr><td><b>{{ x.variant }}</b></td><td>{{ x.reference }}</td><td>{{ x.expected }}</td><td>{{ x.claim }}{% if x.source %} <span class="muted">({{ x.source }})</span>{% endif %}</td><td class="{{ x.cls }}">{{ x.verdict }}</td><td>{{ x.why }}</td><td class="num">{{ x.acc }}</td><td class="num">{{ x.over }}</td><td>{{ x.utility }}</td></tr>
+{% endfor %}</table></div>
 </section>
 {% endif %}
 

@@ -565,6 +565,11 @@ class GuardedBackend:
             else:
                 raise SpecError(f"guard: unknown output filter {n!r} (known: {', '.join(OUTPUT_FILTERS)})")
 
+    @property
+    def batch_size(self) -> int | None:
+        """The wrapped backend's batch size, so attacks chunk for it (the filters add no batching)."""
+        return getattr(self.inner, "batch_size", None)
+
     def provenance(self) -> dict[str, Any]:
         inner = dict(self.inner.provenance())
         return {**inner, "guards": [*inner.get("guards", []), self.cfg]}
