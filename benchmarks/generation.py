@@ -48,14 +48,14 @@ def main() -> None:
         rows.append(("transformers fp32", args.model, batch, secs, n))
     if not args.no_llamacpp:
         recipe = f"{args.model}>quantize:method=gguf,type=Q8_0"
-        try:
-            be = ctx.backend(recipe)
-        except Exception as e:  # the route is optional: say why the row is missing
-            Console().print(f"[yellow]llama.cpp skipped: {e}[/]")
-        else:
-            # llama.cpp's Python API serves one conversation at a time: batch is always 1
-            secs, n = bench(be, prompts, 1, args.tokens)
-            rows.append((f"llama.cpp Q8_0 ({be.llm.n_threads} threads)", args.model, 1, secs, n))
+        for batch in (int(b) for b in args.batches.split(",")):
+            try:
+                be = ctx.backend(recipe, f"llamacpp:batch={batch}")
+            except Exception as e:  # the route is optional: say why the row is missing
+                Console().print(f"[yellow]llama.cpp skipped: {e}[/]")
+                break
+            secs, n = bench(be, prompts, batch, args.tokens)
+            rows.append((f"llama.cpp Q8_0 ({be.llm.n_threads} threads)", args.model, batch, secs, n))
     t = Table(title=f"generation throughput ({args.prompts} advbench50 prompts, ≤{args.tokens} new tokens, greedy)")
     for c in ("backend", "model", "batch", "seconds", "new tokens", "tokens/s"):
         t.add_column(c)

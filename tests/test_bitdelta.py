@@ -292,3 +292,26 @@ def test_builder_caches(env, monkeypatch):
     second = env.ctx.resolve(recipe)
     assert len(calls) == 1 and second.path == first.path and manifest.stat().st_mtime_ns == mtime
     assert load_manifest(second)["provenance"]["n_matrices"] == 8  # exclude=mlp leaves 4 attention × 2
+
+
+def test_cached_teacher_logits_heal_like_recomputed_ones(env, monkeypatch):
+    """The teacher's logits are computed once per calibration text; healing must not depend on that."""
+    from safetydrift.backends.transformers_backend import load_hf
+
+    def heal() -> bd.HealResult:
+        student, tok = load_hf(env.ft)
+        teacher, _ = load_hf(env.ft)
+        ref = weights(env.base.path)
+        delta = bd.compress(ref, weights(env.ft), sorted(TINY_NAMES))
+        texts = [bd.render_calibration(x, tok) for x in bd.calibration_items(16, 0)]
+        return bd.heal_scales(student, teacher, tok, ref, delta, texts, steps=6, batch=4, max_len=48, lr=1e-3,
+                              seed=0, progress=False)
+
+    cached = heal()
+    monkeypatch.setattr(bd, "TEACHER_CACHE_BYTES", 0)
+    recomputed = heal()
+    assert cached.mse_before == pytest.approx(recomputed.mse_before, rel=1e-5)
+    for a, b in zip(cached.loss_curve, recomputed.loss_curve, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    for n in cached.alphas:
+        assert torch.allclose(cached.alphas[n], recomputed.alphas[n], rtol=1e-4)

@@ -52,8 +52,9 @@ def _converter_cache() -> Path:
     return Path(user_cache_dir("safetydrift")) / "llamacpp"
 
 
-def _build_tiny_llama(out: Path) -> str:
-    """Save the rigged tiny Llama (byte-fallback BPE tokenizer, ChatML template) and return its answer."""
+def _build_tiny_llama(out: Path, rigged: bool = True) -> str:
+    """Save the rigged tiny Llama (byte-fallback BPE tokenizer, ChatML template) and return its answer.
+    ``rigged=False`` keeps the random weights (an arbitrary but deterministic model)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -102,6 +103,9 @@ def _build_tiny_llama(out: Path) -> str:
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg)
+    if not rigged:
+        model.save_pretrained(out)
+        return ""
     with torch.no_grad():
         for layer in model.model.layers:
             layer.self_attn.o_proj.weight.zero_()
@@ -156,6 +160,13 @@ def test_quantize_failure_is_one_clear_error(tmp_path: Path) -> None:
         eng.quantize_gguf(bad, tmp_path / "out.gguf", "Q8_0")
     assert "\n" not in str(err.value)
     assert not (tmp_path / "out.gguf").exists()
+
+
+@pytest.fixture(scope="module")
+def random_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("llamacpp-random")
+    _build_tiny_llama(root / "hf", rigged=False)
+    return eng.convert_hf_to_gguf(root / "hf", root / "random-f16.gguf", "f16", cache_dir=_converter_cache())
 
 
 @needs_converter
@@ -245,3 +256,42 @@ def test_gguf_logits_match_transformers_and_give_ppl_kl(tiny_gguf: tuple[Path, s
     # two GGUF files: llama.cpp's own tokenizer
     assert drift_metrics(ResolvedModel(spec="q4", kind="gguf", path=q4),
                          ResolvedModel(spec="f16", kind="gguf", path=f16), texts)["tokenizer"] == "llama.cpp"
+
+
+@needs_llama
+@needs_converter
+def test_chat_batch_matches_one_at_a_time(random_gguf: Path, tiny_gguf: tuple[Path, str]) -> None:
+    """Parallel sequences in one context must not see each other: each conversation's greedy reply is the
+    one it gets alone (prompts of different lengths, so positions differ per sequence)."""
+    convs = [
+        [{"role": "user", "content": "Paris is the capital of France."}],
+        [{"role": "user", "content": "Hello"}],
+        [{"role": "user", "content": "Hello world, a tiny tokenizer for tests. Paris is the capital."}],
+        [{"role": "system", "content": "user assistant"}, {"role": "user", "content": "world"}],
+    ]
+    with eng.LlamaCppModel(random_gguf, n_ctx=256, n_threads=1) as model:
+        alone = [model.chat(c, max_new_tokens=12) for c in convs]
+        together = model.chat_batch(convs, max_new_tokens=12)
+        assert together == alone and all(n == 12 for _, n in alone)  # random weights: no early EOS here
+        assert model.chat_batch(convs[:2], max_new_tokens=3) == [model.chat(c, max_new_tokens=3) for c in convs[:2]]
+    f16, answer = tiny_gguf
+    with eng.LlamaCppModel(f16, n_ctx=256, n_threads=1) as model:  # EOS ends each sequence on its own
+        assert model.chat_batch(convs, max_new_tokens=8) == [(answer, 1)] * len(convs)
+
+
+@needs_llama
+@needs_converter
+def test_llamacpp_backend_batches_and_isolates_errors(tiny_gguf: tuple[Path, str], tmp_path: Path) -> None:
+    from safetydrift.backends.llamacpp import LlamaCppBackend
+    from safetydrift.context import Context
+    from safetydrift.spec import parse_component
+    from safetydrift.types import GenerationConfig, ResolvedModel
+
+    f16, answer = tiny_gguf
+    model = ResolvedModel(spec="tiny", kind="gguf", path=f16)
+    be = LlamaCppBackend(model, parse_component("llamacpp:batch=3,n_ctx=64,threads=1"), Context(cache_dir=tmp_path))
+    assert be.provenance()["batch"] == 3
+    convs = [MESSAGES] * 4 + [[{"role": "user", "content": "Paris " * 80}]] + [MESSAGES]
+    gens = be.generate(convs, GenerationConfig(max_new_tokens=4))
+    assert [g.text for g in gens[:4]] == [answer] * 4 and gens[5].text == answer
+    assert gens[4].error and "context" in gens[4].error and not gens[4].text  # too long: an error, not a reply

@@ -1,7 +1,8 @@
 """llama.cpp backend: serves GGUF variants (``…>quantize:method=gguf,type=Q4_K_M``, ``gguf:…,native=true``).
 
-Generation is one conversation at a time (llama.cpp's Python API has no batched chat), which on this
-CPU is still faster than batched fp32 transformers for small models (benchmarks/generation.py).
+Conversations are decoded ``batch`` at a time (default 16) as parallel sequences of one llama.cpp context
+(``LlamaCppModel.chat_batch``): one forward pass per step for the whole batch. ``batch=1`` decodes one
+conversation at a time. benchmarks/generation.py compares both with transformers.
 """
 
 from __future__ import annotations
@@ -20,25 +21,45 @@ class LlamaCppBackend:
     name = "llamacpp"
 
     def __init__(self, model: ResolvedModel, spec: ComponentSpec, ctx: Context) -> None:
-        spec.check_keys({"n_ctx", "threads"})
+        spec.check_keys({"n_ctx", "threads", "batch"})
         if model.kind != "gguf" or model.path is None:
             raise UnsupportedError(f"the llama.cpp backend serves GGUF files, not {model.kind} ({model.spec})")
         from safetydrift.backends.llamacpp_engine import LlamaCppModel
 
         self.n_ctx = spec.get_int("n_ctx", 2048) or 2048
         self.threads = spec.get_int("threads")
+        self.batch_size = spec.get_int("batch", 16) or 16
         self.resolved = model
         self.llm = LlamaCppModel(model.path, n_ctx=self.n_ctx, n_threads=self.threads)
 
     def provenance(self) -> dict[str, Any]:
-        return {"backend": self.name, "n_ctx": self.n_ctx, "threads": self.llm.n_threads, "gguf": str(self.resolved.path)}
+        return {"backend": self.name, "n_ctx": self.n_ctx, "threads": self.llm.n_threads, "batch": self.batch_size,
+                "gguf": str(self.resolved.path)}
+
+    def _messages(self, conv: Conversation, config: GenerationConfig) -> list[dict[str, Any]]:
+        msgs = list(conv)
+        if config.system_prompt and not any(m["role"] == "system" for m in msgs):
+            msgs = [{"role": "system", "content": config.system_prompt}, *msgs]
+        return msgs
 
     def generate(self, conversations: list[Conversation], config: GenerationConfig) -> list[Generation]:
+        out: list[Generation] = []
+        for start in range(0, len(conversations), self.batch_size):
+            chunk = [self._messages(c, config) for c in conversations[start : start + self.batch_size]]
+            t0 = time.time()
+            try:
+                res = self.llm.chat_batch(chunk, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                          top_p=config.top_p, seed=config.seed)
+            except Exception:  # find the failing conversation(s): one at a time, each failure its own error
+                out.extend(self._one_by_one(chunk, config))
+                continue
+            per = (time.time() - t0) / len(chunk)
+            out.extend(Generation(text=text, n_tokens=n, latency_s=per) for text, n in res)
+        return out
+
+    def _one_by_one(self, chunk: list[list[dict[str, Any]]], config: GenerationConfig) -> list[Generation]:
         out = []
-        for conv in conversations:
-            msgs = list(conv)
-            if config.system_prompt and not any(m["role"] == "system" for m in msgs):
-                msgs = [{"role": "system", "content": config.system_prompt}, *msgs]
+        for msgs in chunk:
             t0 = time.time()
             try:
                 text, n = self.llm.chat(msgs, max_new_tokens=config.max_new_tokens, temperature=config.temperature,

@@ -482,6 +482,102 @@ class LlamaCppModel:
         text = llm.detokenize(out).decode("utf-8", errors="replace") if out else ""
         return text.strip(), len(out)
 
+    def chat_batch(
+        self,
+        conversations: Sequence[Sequence[Mapping[str, Any]]],
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        *,
+        top_k: int = 0,
+    ) -> list[tuple[str, int]]:
+        """:meth:`chat` for several conversations at once: one llama.cpp context with a sequence per
+        conversation (unified KV cache), so each decoding step is one batched forward pass instead of one per
+        conversation. Each sequence has its own sampler (same chain and seed as :meth:`chat`).
+
+        Greedy outputs equal :meth:`chat`'s up to floating-point differences between batched and single
+        kernels (as with batched transformers generation).
+        """
+        if len(conversations) <= 1 or max_new_tokens <= 0:
+            return [self.chat(c, max_new_tokens, temperature, top_p, seed, top_k=top_k) for c in conversations]
+        lib = self._lib
+        prompts = [self.tokenize(self.render(c)) for c in conversations]
+        for p in prompts:
+            if len(p) >= self.n_ctx:
+                raise ValueError(f"prompt is {len(p)} tokens, the context holds {self.n_ctx}")
+        caps = [min(max_new_tokens, self.n_ctx - len(p)) for p in prompts]
+        n_seq = len(prompts)
+        total = sum(len(p) + c for p, c in zip(prompts, caps, strict=True))
+        n_batch = max(512, max(len(p) for p in prompts))
+        params = lib.llama_context_default_params()
+        params.n_ctx = total + 64
+        params.n_batch = n_batch
+        params.n_ubatch = min(n_batch, 512)
+        params.n_seq_max = n_seq
+        params.kv_unified = True
+        params.n_threads = params.n_threads_batch = self.n_threads
+        ctx = lib.llama_init_from_model(self._llm.model, params)
+        if not ctx:
+            raise RuntimeError(f"llama.cpp could not create a context for {n_seq} sequences of {total} tokens")
+        batch = lib.llama_batch_init(n_batch, 0, 1)
+        base_seed = self.seed if seed is None else int(seed)
+        samplers = [self._sampler(temperature, top_p, top_k, base_seed) for _ in range(n_seq)]
+        out: list[list[int]] = [[] for _ in range(n_seq)]
+        done = [c <= 0 for c in caps]
+
+        def decode(entries: list[tuple[int, int, int, bool]]) -> None:
+            """entries: (token, position, sequence, wants logits)."""
+            batch.n_tokens = len(entries)
+            for k, (tok, pos, sid, want) in enumerate(entries):
+                batch.token[k], batch.pos[k], batch.n_seq_id[k] = tok, pos, 1
+                batch.seq_id[k][0] = sid
+                batch.logits[k] = want
+            rc = lib.llama_decode(ctx, batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode returned {rc}")
+
+        def take(sid: int, idx: int) -> None:
+            token = lib.llama_sampler_sample(samplers[sid], ctx, idx)
+            if lib.llama_vocab_is_eog(self._vocab, token):
+                done[sid] = True
+                return
+            out[sid].append(token)
+            done[sid] = len(out[sid]) >= caps[sid]
+
+        try:
+            # prefill: whole prompts packed into batches of at most n_batch tokens
+            pending: list[tuple[int, int, int, bool]] = []
+            last_of: list[tuple[int, int]] = []  # (sequence, index in the batch) of each prompt's last token
+            for sid, p in enumerate(prompts):
+                if pending and len(pending) + len(p) > n_batch:
+                    decode(pending)
+                    for s_, i_ in last_of:
+                        take(s_, i_)
+                    pending, last_of = [], []
+                last_of.append((sid, len(pending) + len(p) - 1))
+                pending.extend((t, i, sid, i == len(p) - 1) for i, t in enumerate(p))
+            if pending:
+                decode(pending)
+                for s_, i_ in last_of:
+                    take(s_, i_)
+            # decode: one new token per unfinished sequence per step
+            while True:
+                live = [sid for sid in range(n_seq) if not done[sid]]
+                if not live:
+                    break
+                decode([(out[sid][-1], len(prompts[sid]) + len(out[sid]) - 1, sid, True) for sid in live])
+                for k, sid in enumerate(live):
+                    take(sid, k)
+        finally:
+            for smp in samplers:
+                lib.llama_sampler_free(smp)
+            lib.llama_batch_free(batch)
+            lib.llama_free(ctx)
+        return [
+            ((self._llm.detokenize(o).decode("utf-8", errors="replace") if o else "").strip(), len(o)) for o in out
+        ]
+
     def token_logits(self, ids: Sequence[int]) -> Any:
         """Next-token logits at every position of ``ids`` (a float32 array, len(ids) × n_vocab).
 

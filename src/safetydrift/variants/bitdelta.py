@@ -512,14 +512,18 @@ def render_calibration(item: Any, tok: Any) -> str:
     return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=not ends_with_answer)
 
 
-def _batches(ids: list[list[int]], batch: int, tok: Any, seed: int) -> Iterable[dict[str, torch.Tensor]]:
-    """Endless seeded shuffled passes over the tokenized calibration set, right-padded."""
+def _batches(n: int, batch: int, seed: int) -> Iterable[list[int]]:
+    """Endless seeded shuffled passes over the calibration set's indices (full batches only)."""
     rng = np.random.default_rng(seed)
     while True:
-        order = rng.permutation(len(ids))
-        for start in range(0, len(order) - batch + 1, batch):  # full batches only
-            chosen = [ids[i] for i in order[start : start + batch]]
-            yield tok.pad({"input_ids": chosen}, padding=True, return_tensors="pt")
+        order = rng.permutation(n)
+        for start in range(0, n - batch + 1, batch):
+            yield [int(i) for i in order[start : start + batch]]
+
+
+#: Teacher logits are computed once per calibration text and kept when they fit in this many bytes (fp32);
+#: the teacher is frozen, so recomputing them every step only costs time. Above it, they are recomputed.
+TEACHER_CACHE_BYTES = 2 * 2**30
 
 
 @dataclass
@@ -569,13 +573,35 @@ def heal_scales(
     ids = [x for x in ids if len(x) >= 2] or [[tok.eos_token_id or 0] * 2]
     device = next(teacher.parameters()).device
 
-    def loss_on(b: dict[str, torch.Tensor]) -> torch.Tensor:
-        b = {k: v.to(device) for k, v in b.items()}
-        with torch.no_grad():
-            z_ft = teacher(**b).logits
-        return masked_logit_mse(student(**b).logits, z_ft, b["attention_mask"])
+    def pad(idx: list[int]) -> dict[str, torch.Tensor]:
+        return tok.pad({"input_ids": [ids[i] for i in idx]}, padding=True, return_tensors="pt")
 
-    fixed = tok.pad({"input_ids": ids[:batch]}, padding=True, return_tensors="pt")  # "the calibration batch"
+    vocab = int(teacher.get_output_embeddings().weight.shape[0])
+    cached: dict[int, torch.Tensor] = {}
+    if sum(len(x) for x in ids) * vocab * 4 <= TEACHER_CACHE_BYTES:
+        with torch.no_grad():
+            for start in range(0, len(ids), batch):
+                idx = list(range(start, min(start + batch, len(ids))))
+                b = {k: v.to(device) for k, v in pad(idx).items()}
+                z = teacher(**b).logits.float().cpu()
+                for row, i in enumerate(idx):
+                    cached[i] = z[row, : len(ids[i])].clone()
+
+    def teacher_logits(idx: list[int], b: dict[str, torch.Tensor]) -> torch.Tensor:
+        if not cached:
+            with torch.no_grad():
+                return teacher(**b).logits
+        width = b["input_ids"].shape[1]
+        z = torch.zeros(len(idx), width, vocab)
+        for row, i in enumerate(idx):
+            z[row, : len(ids[i])] = cached[i]
+        return z.to(device)
+
+    def loss_on(idx: list[int]) -> torch.Tensor:
+        b = {k: v.to(device) for k, v in pad(idx).items()}
+        return masked_logit_mse(student(**b).logits, teacher_logits(idx, b), b["attention_mask"])
+
+    fixed = list(range(min(batch, len(ids))))  # "the calibration batch"
     with torch.no_grad():
         mse_before = float(loss_on(fixed))
     params = [h.alpha for h in healables.values()]
@@ -583,7 +609,7 @@ def heal_scales(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     curve: list[dict[str, float]] = []
     student.train(False)
-    batches = _batches(ids, min(batch, len(ids)), tok, seed)
+    batches = _batches(len(ids), min(batch, len(ids)), seed)
     bar = tqdm(range(steps), desc="bitdelta healing", disable=not progress, leave=False)
     for step in bar:
         loss = loss_on(next(batches))
