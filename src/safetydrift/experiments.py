@@ -18,6 +18,8 @@ YAML::
     utility: {benign_task: 100, benign: 100}
     logitlens: {prompts: advbench50, limit: 10, variants: [aligned]}
     executor: local          # or ray
+    expect:                  # claims checked against the run (safetydrift.expectations)
+      - {variant: aligned, asr: down, claim: "alignment lowers ASR"}
 """
 
 from __future__ import annotations
