@@ -184,9 +184,8 @@ def _utility_check(e: Expectation, v: Any, util_by: dict[str, dict[str, Any]]) -
         elif ref_acc == 0:
             out["utility_verdict"] = f"{UNMEASURED}: the reference scores 0 on benign-task"
         else:
-            ok = out["utility_loss"] <= e.max_utility_loss
-            out["utility_verdict"] = (
-                f"{HOLDS if ok else FAILS}: relative loss {100 * out['utility_loss']:.0f}% "
-                f"({'≤' if ok else '>'} {100 * e.max_utility_loss:.0f}%)"
-            )
+            loss = out["utility_loss"]
+            ok = loss <= e.max_utility_loss
+            what = f"relative loss {100 * loss:.0f}%" if loss > 0 else f"no loss (accuracy {100 * -loss:+.0f}% relative)"
+            out["utility_verdict"] = f"{HOLDS if ok else FAILS}: {what} ({'≤' if ok else '>'} {100 * e.max_utility_loss:.0f}%)"
     return out
