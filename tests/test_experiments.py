@@ -88,11 +88,12 @@ def test_run_experiment_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
         ({"utility": {"foo": 1}}, DataError, "utility.foo"),
         ({"executor": "slurm"}, DataError, "unknown executor"),
         ({"variants": []}, DataError, "non-empty mapping"),
+        ({"expect": [{"variant": "nope", "asr": "up"}]}, DataError, r"expect\[0\]: unknown variant 'nope'"),
     ],
 )
 def test_bad_experiments(patch: dict, err: type, msg: str) -> None:
-    raw = {**EXP, **patch}
-    raw.pop("logitlens", None)
+    raw = {k: v for k, v in EXP.items() if k not in ("logitlens", "expect")}
+    raw.update(patch)
     with pytest.raises(err, match=msg):
         parse_experiment(raw, "exp.yaml")
 
