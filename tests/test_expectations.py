@@ -71,6 +71,10 @@ def test_utility_bound() -> None:
     util = [{"variant": "ft", "benign_task_acc": 0.80}, {"variant": "bd", "benign_task_acc": 0.76}]
     r = _check(spec, asr, comps, util)[0]
     assert r["verdict"] == HOLDS and r["utility_loss"] == pytest.approx(0.05) and r["utility_verdict"].startswith(HOLDS)
+    util[1]["benign_task_acc"] = 0.80
+    assert _check(spec, asr, comps, util)[0]["utility_verdict"] == "holds: no loss (≤ 10%)"
+    util[1]["benign_task_acc"] = 0.88
+    assert "no loss (accuracy +10% relative)" in _check(spec, asr, comps, util)[0]["utility_verdict"]
     util[1]["benign_task_acc"] = 0.60
     assert _check(spec, asr, comps, util)[0]["utility_verdict"].startswith(FAILS)
     util[0]["benign_task_acc"] = 0.0  # a reference at the floor gives no relative loss to bound

@@ -186,6 +186,9 @@ def _utility_check(e: Expectation, v: Any, util_by: dict[str, dict[str, Any]]) -
         else:
             loss = out["utility_loss"]
             ok = loss <= e.max_utility_loss
-            what = f"relative loss {100 * loss:.0f}%" if loss > 0 else f"no loss (accuracy {100 * -loss:+.0f}% relative)"
+            if loss > 0:
+                what = f"relative loss {100 * loss:.0f}%"
+            else:
+                what = "no loss" + (f" (accuracy {100 * -loss:+.0f}% relative)" if loss < 0 else "")
             out["utility_verdict"] = f"{HOLDS if ok else FAILS}: {what} ({'≤' if ok else '>'} {100 * e.max_utility_loss:.0f}%)"
     return out
