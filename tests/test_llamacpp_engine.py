@@ -295,3 +295,13 @@ def test_llamacpp_backend_batches_and_isolates_errors(tiny_gguf: tuple[Path, str
     gens = be.generate(convs, GenerationConfig(max_new_tokens=4))
     assert [g.text for g in gens[:4]] == [answer] * 4 and gens[5].text == answer
     assert gens[4].error and "context" in gens[4].error and not gens[4].text  # too long: an error, not a reply
+
+
+@needs_llama
+@needs_converter
+def test_chat_batch_beyond_one_context(tiny_gguf: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """More conversations than llama.cpp allows sequences per context are split, not failed."""
+    f16, answer = tiny_gguf
+    with eng.LlamaCppModel(f16, n_ctx=256, n_threads=1) as model:
+        monkeypatch.setattr(model._lib, "llama_max_parallel_sequences", lambda: 3)
+        assert model.chat_batch([MESSAGES] * 7, max_new_tokens=4) == [(answer, 1)] * 7

@@ -502,6 +502,10 @@ class LlamaCppModel:
         if len(conversations) <= 1 or max_new_tokens <= 0:
             return [self.chat(c, max_new_tokens, temperature, top_p, seed, top_k=top_k) for c in conversations]
         lib = self._lib
+        most = int(lib.llama_max_parallel_sequences())  # llama.cpp's cap on sequences per context
+        if len(conversations) > most:
+            head = self.chat_batch(conversations[:most], max_new_tokens, temperature, top_p, seed, top_k=top_k)
+            return head + self.chat_batch(conversations[most:], max_new_tokens, temperature, top_p, seed, top_k=top_k)
         prompts = [self.tokenize(self.render(c)) for c in conversations]
         for p in prompts:
             if len(p) >= self.n_ctx:
@@ -509,7 +513,8 @@ class LlamaCppModel:
         caps = [min(max_new_tokens, self.n_ctx - len(p)) for p in prompts]
         n_seq = len(prompts)
         total = sum(len(p) + c for p, c in zip(prompts, caps, strict=True))
-        n_batch = max(512, max(len(p) for p in prompts))
+        # a prefill chunk holds the longest prompt; a decoding step holds one token per sequence
+        n_batch = max(512, max(len(p) for p in prompts), n_seq)
         params = lib.llama_context_default_params()
         params.n_ctx = total + 64
         params.n_batch = n_batch
