@@ -421,15 +421,15 @@ def _ppl_kl(exp: Experiment, rows: list[dict[str, Any]], ctx: Context, n_texts: 
 
     texts = list(BENIGN_TEXTS)[:n_texts]
     by_name = {r["variant"]: r for r in rows}
-    local = [v for v in exp.variants if ctx.resolve(v.recipe).kind in ("hf", "gguf")]
+    resolved = {v.name: ctx.resolve(v.recipe) for v in exp.variants}
+    local = [v for v in exp.variants if resolved[v.name].kind in ("hf", "gguf")]
     with progress_bar(ctx) as prog:
         task = prog.add_task("perplexity / KL", total=len(local))
         for v in local:
-            m = ctx.resolve(v.recipe)
-            ref = ctx.resolve(exp.variant(v.reference).recipe) if v.reference is not None else None
+            ref = resolved[v.reference] if v.reference is not None else None
             if ref is not None and ref.kind not in ("hf", "gguf"):
                 ref = None
-            d = drift_metrics(m, ref, texts, device=ctx.device)
+            d = drift_metrics(resolved[v.name], ref, texts, device=ctx.device)
             by_name[v.name]["ppl"] = float(d["ppl"])
             if "kl_to_reference" in d:
                 by_name[v.name]["kl_to_reference"] = float(d["kl_to_reference"])

@@ -95,6 +95,10 @@ class LlamaCppScorer:
 
         return [torch.from_numpy(self.llm.token_logits(list(x))) for x in ids]
 
+    def encode(self, texts: Sequence[str], max_len: int = 256) -> list[list[int]]:
+        """Token ids by the GGUF's own tokenizer, BOS added where its vocabulary asks for one."""
+        return [self.llm.tokenize_text(t)[:max_len] for t in texts]
+
     def close(self) -> None:
         self.llm.close()
 
@@ -123,12 +127,13 @@ def _shared_vocab(zp: Any, zq: Any) -> tuple[Any, Any]:
     return zp[:, :v], zq[:, :v]
 
 
-def perplexity_ids(scorer: Scorer, ids: Sequence[Sequence[int]]) -> float:
-    """exp(mean next-token negative log-likelihood) over every predicted token of ``ids``."""
+def perplexity_of(ids: Sequence[Sequence[int]], logits: Sequence[Any]) -> float:
+    """exp(mean next-token negative log-likelihood) over every predicted token of ``ids``, given each
+    sequence's logits (row t predicts token t+1)."""
     import torch
 
     nll, count = 0.0, 0
-    for seq, z in zip(ids, scorer.logits(ids), strict=True):
+    for seq, z in zip(ids, logits, strict=True):
         if len(seq) < 2:
             continue
         logp = torch.log_softmax(z[:-1].float(), -1)
@@ -138,13 +143,13 @@ def perplexity_ids(scorer: Scorer, ids: Sequence[Sequence[int]]) -> float:
     return math.exp(nll / count) if count else float("nan")
 
 
-def kl_ids(p: Scorer, q: Scorer, ids: Sequence[Sequence[int]]) -> float:
+def kl_of(logits_p: Sequence[Any], logits_q: Sequence[Any]) -> float:
     """Mean over every position of KL(p ‖ q) = Σ_v p(v) (log p(v) − log q(v)) in nats, p and q being
-    the two models' next-token distributions (p: e.g. the parent, q: the variant)."""
+    the two models' next-token distributions on the same ids (p: e.g. the parent, q: the variant)."""
     import torch
 
     total, count = 0.0, 0
-    for zp, zq in zip(p.logits(ids), q.logits(ids), strict=True):
+    for zp, zq in zip(logits_p, logits_q, strict=True):
         zp, zq = _shared_vocab(zp, zq)
         logp, logq = torch.log_softmax(zp.float(), -1), torch.log_softmax(zq.float(), -1)
         total += float((logp.exp() * (logp - logq)).sum())
@@ -166,18 +171,18 @@ def _device(model: Any) -> Any:
 
 def perplexity(model: Any, tok: Any, texts: Sequence[str] = BENIGN_TEXTS, *, batch: int = 8,
                max_len: int = 256) -> float:
-    """Perplexity of a transformers model on ``texts`` (see :func:`perplexity_ids`)."""
+    """Perplexity of a transformers model on ``texts`` (see :func:`perplexity_of`)."""
     ids = encode(tok, texts, model_max_len(model, max_len))
-    return perplexity_ids(HFScorer(model, batch=batch, pad_id=int(tok.pad_token_id or 0)), ids)
+    return perplexity_of(ids, HFScorer(model, batch=batch, pad_id=int(tok.pad_token_id or 0)).logits(ids))
 
 
 def next_token_kl(model_p: Any, model_q: Any, tok: Any, texts: Sequence[str] = BENIGN_TEXTS, *,
                   batch: int = 8, max_len: int = 256) -> float:
-    """Mean next-token KL(p ‖ q) of two transformers models sharing ``tok`` (see :func:`kl_ids`)."""
+    """Mean next-token KL(p ‖ q) of two transformers models sharing ``tok`` (see :func:`kl_of`)."""
     max_len = min(model_max_len(model_p, max_len), model_max_len(model_q, max_len))
     ids = encode(tok, texts, max_len)
     pad = int(tok.pad_token_id or 0)
-    return kl_ids(HFScorer(model_p, batch=batch, pad_id=pad), HFScorer(model_q, batch=batch, pad_id=pad), ids)
+    return kl_of(HFScorer(model_p, batch=batch, pad_id=pad).logits(ids), HFScorer(model_q, batch=batch, pad_id=pad).logits(ids))
 
 
 def drift_metrics(variant: Any, reference: Any | None, texts: Sequence[str] = BENIGN_TEXTS, *,
@@ -199,15 +204,16 @@ def drift_metrics(variant: Any, reference: Any | None, texts: Sequence[str] = BE
         tok, which = (q_tok, "variant") if q_tok is not None else (p_tok, "reference")
         if tok is not None:
             ids = encode(tok, texts, max_len)
-        else:  # two GGUF files: llama.cpp's tokenizer, special tokens as the vocabulary asks
+        else:  # two GGUF files: llama.cpp's own tokenizer
             which = "llama.cpp"
-            llm = q.llm._llm  # type: ignore[attr-defined]
-            ids = [list(llm.tokenize(t.encode("utf-8"), add_bos=True))[:max_len] for t in texts]
-        out: dict[str, Any] = {"ppl": perplexity_ids(q, ids), "tokenizer": which,
+            ids = q.encode(texts, max_len)  # type: ignore[attr-defined]
+        zq = q.logits(ids)  # each model's logits are computed once and serve both ppl and KL
+        out: dict[str, Any] = {"ppl": perplexity_of(ids, zq), "tokenizer": which,
                                "texts": len(texts), "tokens": sum(len(x) for x in ids)}
         if p is not None:
-            out["reference_ppl"] = perplexity_ids(p, ids)
-            out["kl_to_reference"] = kl_ids(p, q, ids)
+            zp = p.logits(ids)
+            out["reference_ppl"] = perplexity_of(ids, zp)
+            out["kl_to_reference"] = kl_of(zp, zq)
         return out
     finally:
         for scorer in (p, q):

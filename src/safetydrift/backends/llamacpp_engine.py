@@ -442,6 +442,10 @@ class LlamaCppModel:
         """Token ids of already-templated text: special tokens parsed, no BOS added (the template has it)."""
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
+    def tokenize_text(self, text: str) -> list[int]:
+        """Token ids of plain text, with a BOS where the vocabulary asks for one (as for perplexity)."""
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+
     def chat(
         self,
         messages: Sequence[Mapping[str, Any]],
