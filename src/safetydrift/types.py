@@ -20,6 +20,15 @@ FAIL: Label = "fail"
 UNSCORABLE: Label = "unscorable"
 
 
+def with_system_prompt(conv: Conversation, system_prompt: str | None) -> Conversation:
+    """The conversation every backend sends: the configured system prompt first, unless the
+    conversation brings its own (one rule, so backends never disagree on what the model saw)."""
+    msgs = [dict(m) for m in conv]
+    if system_prompt and not any(m["role"] == "system" for m in msgs):
+        msgs = [{"role": "system", "content": system_prompt}, *msgs]
+    return msgs
+
+
 def text_id(text: str) -> str:
     """Stable item id: a hash of the text, so ids survive reordering and file edits elsewhere."""
     return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()[:16]

@@ -14,7 +14,7 @@ from safetydrift.context import Context
 from safetydrift.errors import UnsupportedError
 from safetydrift.registry import backends
 from safetydrift.spec import ComponentSpec
-from safetydrift.types import Conversation, Generation, GenerationConfig, ResolvedModel
+from safetydrift.types import Conversation, Generation, GenerationConfig, ResolvedModel, with_system_prompt
 
 
 class LlamaCppBackend:
@@ -36,16 +36,10 @@ class LlamaCppBackend:
         return {"backend": self.name, "n_ctx": self.n_ctx, "threads": self.llm.n_threads, "batch": self.batch_size,
                 "gguf": str(self.resolved.path)}
 
-    def _messages(self, conv: Conversation, config: GenerationConfig) -> list[dict[str, Any]]:
-        msgs = list(conv)
-        if config.system_prompt and not any(m["role"] == "system" for m in msgs):
-            msgs = [{"role": "system", "content": config.system_prompt}, *msgs]
-        return msgs
-
     def generate(self, conversations: list[Conversation], config: GenerationConfig) -> list[Generation]:
         out: list[Generation] = []
         for start in range(0, len(conversations), self.batch_size):
-            chunk = [self._messages(c, config) for c in conversations[start : start + self.batch_size]]
+            chunk = [with_system_prompt(c, config.system_prompt) for c in conversations[start : start + self.batch_size]]
             t0 = time.time()
             try:
                 res = self.llm.chat_batch(chunk, max_new_tokens=config.max_new_tokens, temperature=config.temperature,

@@ -135,8 +135,9 @@ def ensure_converter(cache_dir: Path, version: str | None = None, *, timeout: fl
     """Path to ``convert_hf_to_gguf.py`` from the llama-cpp-python ``version`` sdist, fetched into ``cache_dir``.
 
     ``version`` defaults to the installed llama-cpp-python (so converter and runtime come from one llama.cpp
-    commit), else :data:`LLAMA_CPP_PYTHON_VERSION`. An sdist already in ``cache_dir`` (e.g. the one the
-    install step built from) is used without touching the network.
+    commit), else :data:`LLAMA_CPP_PYTHON_VERSION`. An sdist already in ``cache_dir`` or in
+    ``context.tools_dir()/llamacpp`` (where ``scripts/setup-llamacpp.sh`` downloads the sdist it builds
+    llama-cpp-python from) is used without touching the network.
     """
     version = version or llama_cpp_python_version() or LLAMA_CPP_PYTHON_VERSION
     cache_dir = Path(cache_dir).expanduser()
@@ -145,7 +146,9 @@ def ensure_converter(cache_dir: Path, version: str | None = None, *, timeout: fl
     if script.is_file():
         return script
     cache_dir.mkdir(parents=True, exist_ok=True)
-    sdist = _find_sdist(cache_dir, version)
+    from safetydrift.context import tools_dir
+
+    sdist = _find_sdist(cache_dir, version) or _find_sdist(tools_dir() / "llamacpp", version)
     if sdist is None:
         cmd = [
             sys.executable,

@@ -40,7 +40,7 @@ from safetydrift.context import Context
 from safetydrift.errors import BackendError, SpecError, UnsupportedError
 from safetydrift.registry import backends
 from safetydrift.spec import ComponentSpec
-from safetydrift.types import Conversation, Generation, GenerationConfig, ResolvedModel
+from safetydrift.types import Conversation, Generation, GenerationConfig, ResolvedModel, with_system_prompt
 
 PROBE_TIMEOUT = 5.0  # seconds: the construction-time reachability probe never waits longer
 MAX_RETRY_AFTER = 60.0  # seconds: a server's Retry-After is honoured up to this
@@ -153,11 +153,7 @@ class OpenAIHTTPBackend:
 
     # -- internals --------------------------------------------------------------------------------
     def payload(self, conv: Conversation, config: GenerationConfig) -> dict[str, Any]:
-        msgs = [{"role": m["role"], "content": m["content"]} for m in conv]
-        # Same rule as the transformers backend: the configured system prompt applies unless the
-        # conversation brings its own.
-        if config.system_prompt and not any(m["role"] == "system" for m in msgs):
-            msgs = [{"role": "system", "content": config.system_prompt}, *msgs]
+        msgs = [{"role": m["role"], "content": m["content"]} for m in with_system_prompt(conv, config.system_prompt)]
         return {
             "model": self.model_name,
             "messages": msgs,

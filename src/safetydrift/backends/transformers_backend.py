@@ -10,7 +10,7 @@ from safetydrift.context import Context
 from safetydrift.errors import ModelLoadError, UnsupportedError
 from safetydrift.registry import backends
 from safetydrift.spec import ComponentSpec
-from safetydrift.types import Conversation, Generation, GenerationConfig, ResolvedModel
+from safetydrift.types import Conversation, Generation, GenerationConfig, ResolvedModel, with_system_prompt
 
 FALLBACK_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}\n{% endfor %}"
@@ -38,10 +38,8 @@ def load_hf(path: Path, device: str = "cpu", dtype: str = "float32") -> tuple[An
 
 def render_chat(tok: Any, conv: Conversation, system_prompt: str | None) -> str:
     """The prompt text exactly as the model sees it (one place, shared with training and LogitLens)."""
-    msgs = list(conv)
-    if system_prompt and not any(m["role"] == "system" for m in msgs):
-        msgs = [{"role": "system", "content": system_prompt}, *msgs]
-    return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return tok.apply_chat_template(with_system_prompt(conv, system_prompt), tokenize=False,
+                                   add_generation_prompt=True)
 
 
 class TransformersBackend:

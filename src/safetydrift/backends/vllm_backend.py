@@ -9,7 +9,7 @@ from safetydrift.context import Context
 from safetydrift.errors import UnsupportedError
 from safetydrift.registry import backends
 from safetydrift.spec import ComponentSpec
-from safetydrift.types import Conversation, Generation, GenerationConfig, ResolvedModel
+from safetydrift.types import Conversation, Generation, GenerationConfig, ResolvedModel, with_system_prompt
 
 
 class VLLMBackend:
@@ -42,12 +42,7 @@ class VLLMBackend:
 
         params = SamplingParams(max_tokens=config.max_new_tokens, temperature=config.temperature,
                                 top_p=config.top_p, seed=config.seed)
-        convs = []
-        for c in conversations:
-            msgs = list(c)
-            if config.system_prompt and not any(m["role"] == "system" for m in msgs):
-                msgs = [{"role": "system", "content": config.system_prompt}, *msgs]
-            convs.append(msgs)
+        convs = [with_system_prompt(c, config.system_prompt) for c in conversations]
         t0 = time.time()
         try:
             outs = self.llm.chat(convs, params, use_tqdm=False)
