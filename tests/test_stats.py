@@ -396,5 +396,100 @@ def test_sim_paired_bootstrap_coverage():
         widths.append(out["ci_high"] - out["ci_low"])
     cov = covered / n_sim
     assert 0.88 <= cov <= 0.99
-    # guard against a trivially wide interval passing the coverage check
-    assert np.mean(widths) < 0.35
+    # The width must be the *paired* one, 2·z·sqrt((p01 + p10 − d²)/n): an interval that resampled each arm
+    # separately would be sqrt((pa(1−pa) + pb(1−pb)) / (p01 + p10 − d²)) ≈ 1.37× wider and fail this.
+    paired_w = 2 * 1.959964 * math.sqrt((cells[1] + cells[2] - true_diff**2) / N_PAIRS)
+    assert abs(np.mean(widths) / paired_w - 1) < 0.10
+
+
+# ---------------------------------------------------------------- clustered units (TAP × runs, templates)
+
+
+def clustered_null(rng: np.random.Generator, items: int, units: int, shift: float) -> tuple:
+    """H0 with item-level direction: per item the variant is ±shift more likely to succeed than the
+    reference in *all* its units (equal marginal ASRs, but discordances within an item agree)."""
+    p = rng.uniform(0.2, 0.8, items)
+    d = rng.choice([-shift, shift], items)
+    pa, pb = np.clip(p - d / 2, 0, 1), np.clip(p + d / 2, 0, 1)
+    a = rng.random((items, units)) < pa[:, None]
+    b = rng.random((items, units)) < pb[:, None]
+    clusters = np.repeat(np.arange(items), units)
+    return a.ravel(), b.ravel(), clusters
+
+
+def test_cluster_sign_flip_equals_mcnemar_with_one_unit_per_item():
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        a, b = draw_pairs(rng, (0.3, 0.2, 0.15, 0.35), int(rng.integers(1, 60)))
+        got = sd.cluster_sign_flip(a, b, list(range(a.size)))
+        assert got["p_exact"] == pytest.approx(sd.mcnemar_exact(a, b)["p_exact"], abs=1e-12)
+
+
+def test_cluster_sign_flip_hand_worked():
+    # items: d = +2 (both units flip to success), +1, −1 → T = 2; the null is the 8 sign patterns
+    a = [0, 0, 0, 0, 1]
+    b = [1, 1, 1, 0, 0]
+    clusters = ["x", "x", "y", "y", "z"]
+    out = sd.cluster_sign_flip(a, b, clusters)
+    # T = Σε|d|: 2+1+1=4, 2+1−1=2, 2−1+1=2, 2−1−1=0, and the mirror images → P(|T| >= 2) = 6/8
+    assert out["p_exact"] == pytest.approx(6 / 8)
+    assert out["p_midp"] == pytest.approx(2 / 8 + 0.5 * 4 / 8)
+    assert out["n_items"] == 3 and out["n_discordant_items"] == 3
+    assert sd.cluster_sign_flip([1, 0], [1, 0], ["a", "a"])["p_exact"] == 1.0
+
+
+def test_sim_clustered_size_naive_mcnemar_is_inflated():
+    rng = np.random.default_rng(2026)
+    n_sim, alpha = 1000, 0.05
+    naive = clustered = 0
+    for _ in range(n_sim):
+        a, b, cl = clustered_null(rng, items=30, units=3, shift=0.6)
+        naive += sd.mcnemar_exact(a, b)["p_exact"] <= alpha
+        clustered += sd.cluster_sign_flip(a, b, cl)["p_exact"] <= alpha
+    # the item-level test holds its level; treating the 90 units as independent pairs does not
+    assert clustered / n_sim <= alpha + mc_slack(alpha, n_sim)
+    assert naive / n_sim >= 0.10
+
+
+def test_sim_clustered_power():
+    rng = np.random.default_rng(5)
+    hits = 0
+    for _ in range(200):
+        p = rng.uniform(0.1, 0.4, 30)
+        a = rng.random((30, 3)) < p[:, None]
+        b = rng.random((30, 3)) < (p + 0.35)[:, None]
+        hits += sd.cluster_sign_flip(a.ravel(), b.ravel(), np.repeat(np.arange(30), 3))["p_exact"] <= 0.05
+    assert hits / 200 >= 0.9
+
+
+def test_cluster_bootstrap_resamples_items():
+    # Three identical units per item carry no more information than one: the clustered interval must match
+    # the one-unit-per-item interval, and the naive unit-level interval is about 1/sqrt(3) as wide.
+    rng = np.random.default_rng(3)
+    a1, b1 = draw_pairs(rng, (0.4, 0.1, 0.3, 0.2), 40)
+    a3, b3 = np.repeat(a1, 3), np.repeat(b1, 3)
+    clusters = np.repeat(np.arange(40), 3)
+    one = sd.paired_bootstrap_diff(a1, b1, n_boot=20000, seed=1)
+    clu = sd.paired_bootstrap_diff(a3, b3, n_boot=20000, seed=1, clusters=clusters)
+    naive = sd.paired_bootstrap_diff(a3, b3, n_boot=20000, seed=1)
+    w_one, w_clu = one["ci_high"] - one["ci_low"], clu["ci_high"] - clu["ci_low"]
+    w_naive = naive["ci_high"] - naive["ci_low"]
+    assert clu["diff"] == pytest.approx(one["diff"])
+    assert w_clu == pytest.approx(w_one, rel=0.12)
+    assert w_naive < 0.75 * w_clu
+
+
+def test_compare_paired_switches_to_the_clustered_test():
+    a = [0, 0, 0, 0, 0, 0, 1, 0, 0]
+    b = [1, 1, 1, 1, 1, 1, 0, 0, 0]
+    plain = sd.compare_paired(a, b, n_boot=500)
+    assert plain["test"] == "mcnemar-exact" and plain["n_items"] == 9
+    single = sd.compare_paired(a, b, n_boot=500, clusters=list(range(9)))
+    assert single["test"] == "mcnemar-exact" and single["p_exact"] == plain["p_exact"]
+    clustered = sd.compare_paired(a, b, n_boot=500, clusters=[0, 0, 0, 1, 1, 1, 2, 2, 2])
+    assert clustered["test"] == "cluster-sign-flip" and clustered["n_items"] == 3 and clustered["n_pairs"] == 9
+    # three items: d = +3, +3, −1 → T = 5; exact p = P(|T| >= 5) over ±3 ±3 ±1 = 4/8
+    assert clustered["p_exact"] == pytest.approx(0.5)
+    assert clustered["p_exact"] > plain["p_exact"]
+    with pytest.raises(ValueError):
+        sd.compare_paired(a, b, clusters=[0, 1])

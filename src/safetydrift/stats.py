@@ -8,7 +8,7 @@ from the noise).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from scipy import stats as _st
 
 __all__ = [
     "asr_summary",
+    "cluster_sign_flip",
     "compare_paired",
     "holm",
     "mcnemar_exact",
@@ -152,24 +153,74 @@ def mcnemar_exact(a: BoolSeq, b: BoolSeq) -> dict[str, Any]:
     return {"b01": b01, "b10": b10, "n_discordant": nd, "p_exact": p_exact, "p_midp": p_midp}
 
 
-def _bootstrap_asrs(
-    x: NDArray[np.bool_], y: NDArray[np.bool_], n_boot: int, seed: int | None
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per-resample (ASR_a, ASR_b) from resampling item pairs with replacement.
+def cluster_sign_flip(a: BoolSeq, b: BoolSeq, clusters: Sequence[Hashable]) -> dict[str, Any]:
+    """Exact paired randomization test when units are nested in items (TAP × runs, templates × prompts).
 
-    A pair is one of four cells (00, 01, 10, 11), so resampling n pairs is exactly a Multinomial(n, observed
-    cell shares) draw; sampling cell counts directly gives the same distribution in O(n_boot) memory
-    instead of O(n_boot * n).
+    Per item i, d_i = (variant successes − reference successes) over its units. Under H0 the two arms are
+    exchangeable within an item, so each d_i is equally likely to have either sign; the null distribution of
+    T = Σ d_i is the convolution of the ±|d_i| coin flips, computed exactly. This keeps the item as the unit
+    of evidence: McNemar on units would count a prompt's three correlated runs as three independent pairs
+    and reject far too often. With one unit per item it is McNemar's exact test (the same p_exact).
+    """
+    x, y = _as_pair(a, b)
+    codes = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)[1]
+    if len(clusters) != x.size:
+        raise ValueError(f"clusters has {len(clusters)} entries but there are {x.size} pairs")
+    d = np.bincount(codes, weights=y.astype(np.int64) - x.astype(np.int64)).astype(np.int64) if x.size else np.zeros(0, np.int64)
+    t = abs(int(d.sum()))
+    mags = np.abs(d[d != 0])
+    total = int(mags.sum())
+    out = {"b01": int(np.sum(~x & y)), "b10": int(np.sum(x & ~y)), "n_items": int(codes.max() + 1) if x.size else 0,
+           "n_discordant_items": int(mags.size)}
+    if total == 0:
+        return {**out, "p_exact": 1.0, "p_midp": 1.0}
+    dist = np.zeros(2 * total + 1)
+    dist[total] = 1.0  # index = T + total
+    for m in mags:  # the support never exceeds ±total, so np.roll never wraps mass around
+        dist = 0.5 * (np.roll(dist, int(m)) + np.roll(dist, -int(m)))
+    absval = np.abs(np.arange(-total, total + 1))
+    p_exact = float(dist[absval >= t].sum())
+    p_midp = float(dist[absval > t].sum() + 0.5 * dist[absval == t].sum())
+    return {**out, "p_exact": min(1.0, p_exact), "p_midp": min(1.0, p_midp)}
+
+
+def _cluster_codes(clusters: Sequence[Hashable] | None, n: int) -> NDArray[np.int64] | None:
+    """Integer item codes for the units, or None when every unit is its own item (the plain paired case)."""
+    if clusters is None:
+        return None
+    if len(clusters) != n:
+        raise ValueError(f"clusters has {len(clusters)} entries but there are {n} pairs")
+    codes = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)[1].astype(np.int64)
+    return None if np.bincount(codes).max(initial=0) <= 1 else codes
+
+
+def _bootstrap_asrs(
+    x: NDArray[np.bool_], y: NDArray[np.bool_], n_boot: int, seed: int | None,
+    codes: NDArray[np.int64] | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per-resample (ASR_a, ASR_b) from resampling items with replacement.
+
+    Without clusters an item is one pair, one of four cells (00, 01, 10, 11), so resampling n pairs is
+    exactly a Multinomial(n, observed cell shares) draw; sampling cell counts directly gives the same
+    distribution in O(n_boot) memory. With clusters (several units per item: TAP runs, templates) whole
+    items are resampled, because an item's units are correlated and resampling units would understate the
+    spread.
     """
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    n = x.size
-    cells = np.array([np.sum(~x & ~y), np.sum(~x & y), np.sum(x & ~y), np.sum(x & y)], dtype=np.float64)
     rng = np.random.default_rng(seed)
-    draws = rng.multinomial(n, cells / n, size=n_boot)
-    asr_a = (draws[:, 2] + draws[:, 3]) / n
-    asr_b = (draws[:, 1] + draws[:, 3]) / n
-    return asr_a, asr_b
+    if codes is None:
+        n = x.size
+        cells = np.array([np.sum(~x & ~y), np.sum(~x & y), np.sum(x & ~y), np.sum(x & y)], dtype=np.float64)
+        draws = rng.multinomial(n, cells / n, size=n_boot)
+        return (draws[:, 2] + draws[:, 3]) / n, (draws[:, 1] + draws[:, 3]) / n
+    k = int(codes.max()) + 1
+    units = np.bincount(codes, minlength=k).astype(np.float64)
+    succ_a = np.bincount(codes, weights=x.astype(np.float64), minlength=k)
+    succ_b = np.bincount(codes, weights=y.astype(np.float64), minlength=k)
+    w = rng.multinomial(k, np.full(k, 1.0 / k), size=n_boot).astype(np.float64)  # times each item is drawn
+    total = w @ units
+    return (w @ succ_a) / total, (w @ succ_b) / total
 
 
 def _percentile_ci(samples: NDArray[np.float64], confidence: float) -> tuple[float, float]:
@@ -179,9 +230,10 @@ def _percentile_ci(samples: NDArray[np.float64], confidence: float) -> tuple[flo
 
 
 def paired_bootstrap_diff(
-    a: BoolSeq, b: BoolSeq, n_boot: int = 10000, confidence: float = 0.95, seed: int | None = 0
+    a: BoolSeq, b: BoolSeq, n_boot: int = 10000, confidence: float = 0.95, seed: int | None = 0,
+    clusters: Sequence[Hashable] | None = None,
 ) -> dict[str, Any]:
-    """ASR difference (b − a) with a percentile CI from resampling item pairs.
+    """ASR difference (b − a) with a percentile CI from resampling item pairs (whole items with clusters).
 
     Resampling pairs (not each arm separately) keeps the within-item correlation, which is what makes the
     paired interval narrower than an unpaired one. Seeded by default so reports are reproducible.
@@ -192,13 +244,14 @@ def paired_bootstrap_diff(
     if n == 0:
         return {"n_pairs": 0, "asr_a": None, "asr_b": None, "diff": None, "ci_low": None, "ci_high": None}
     asr_a, asr_b = float(x.mean()), float(y.mean())
-    ba, bb = _bootstrap_asrs(x, y, n_boot, seed)
+    ba, bb = _bootstrap_asrs(x, y, n_boot, seed, _cluster_codes(clusters, n))
     lo, hi = _percentile_ci(bb - ba, confidence)
     return {"n_pairs": n, "asr_a": asr_a, "asr_b": asr_b, "diff": asr_b - asr_a, "ci_low": lo, "ci_high": hi}
 
 
 def relative_risk_reduction(
-    a: BoolSeq, b: BoolSeq, n_boot: int = 10000, confidence: float = 0.95, seed: int | None = 0
+    a: BoolSeq, b: BoolSeq, n_boot: int = 10000, confidence: float = 0.95, seed: int | None = 0,
+    clusters: Sequence[Hashable] | None = None,
 ) -> dict[str, Any]:
     """Relative risk reduction RRR = 1 − ASR_b / ASR_a with a paired-bootstrap percentile CI.
 
@@ -221,7 +274,7 @@ def relative_risk_reduction(
     if not n or not x.any():
         return out
     out["rrr"] = 1.0 - float(y.mean()) / float(x.mean())
-    ba, bb = _bootstrap_asrs(x, y, n_boot, seed)
+    ba, bb = _bootstrap_asrs(x, y, n_boot, seed, _cluster_codes(clusters, n))
     keep = ba > 0
     out["n_dropped"] = int(n_boot - keep.sum())
     if keep.any():
@@ -230,26 +283,38 @@ def relative_risk_reduction(
 
 
 def compare_paired(
-    a: BoolSeq, b: BoolSeq, n_boot: int = 10000, confidence: float = 0.95, seed: int | None = 0
+    a: BoolSeq, b: BoolSeq, n_boot: int = 10000, confidence: float = 0.95, seed: int | None = 0,
+    clusters: Sequence[Hashable] | None = None,
 ) -> dict[str, Any]:
     """All paired comparisons of variant b against reference a in one record for reports.
 
-    The caller must already have dropped pairs where either side is unscorable. The same seed drives both
-    bootstraps, so diff_ci and rrr_ci come from the same resamples.
+    The caller must already have dropped pairs where either side is unscorable. ``clusters`` names each
+    pair's item: where an item has several units (attack runs, templates) the test is the exact cluster
+    sign-flip test and the bootstraps resample whole items; otherwise McNemar's exact test and pair
+    resampling. The same seed drives both bootstraps, so diff_ci and rrr_ci come from the same resamples.
     """
-    mc = mcnemar_exact(a, b)
-    diff = paired_bootstrap_diff(a, b, n_boot=n_boot, confidence=confidence, seed=seed)
-    rrr = relative_risk_reduction(a, b, n_boot=n_boot, confidence=confidence, seed=seed)
+    x, y = _as_pair(a, b)
+    codes = _cluster_codes(clusters, x.size)
+    if codes is None:
+        test, n_items = mcnemar_exact(x, y), x.size
+        name = "mcnemar-exact"
+    else:
+        test = cluster_sign_flip(x, y, codes.tolist())
+        n_items, name = test["n_items"], "cluster-sign-flip"
+    diff = paired_bootstrap_diff(x, y, n_boot=n_boot, confidence=confidence, seed=seed, clusters=clusters)
+    rrr = relative_risk_reduction(x, y, n_boot=n_boot, confidence=confidence, seed=seed, clusters=clusters)
     return {
         "n_pairs": diff["n_pairs"],
+        "n_items": n_items,
+        "test": name,
         "asr_a": diff["asr_a"],
         "asr_b": diff["asr_b"],
         "diff": diff["diff"],
         "diff_ci": None if diff["ci_low"] is None else (diff["ci_low"], diff["ci_high"]),
-        "b01": mc["b01"],
-        "b10": mc["b10"],
-        "p_exact": mc["p_exact"],
-        "p_midp": mc["p_midp"],
+        "b01": test["b01"],
+        "b10": test["b10"],
+        "p_exact": test["p_exact"],
+        "p_midp": test["p_midp"],
         "rrr": rrr["rrr"],
         "rrr_ci": None if rrr["ci_low"] is None else (rrr["ci_low"], rrr["ci_high"]),
         "rrr_n_dropped": rrr["n_dropped"],
