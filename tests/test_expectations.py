@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from safetydrift.errors import DataError
-from safetydrift.expectations import FAILS, HOLDS, UNMEASURED, WEAK, check_expectations, parse_expectations
+from safetydrift.expectations import (
+    FAILS,
+    HOLDS,
+    UNMEASURED,
+    WEAK,
+    check_expectations,
+    parse_expectations,
+    runner_up_pairs,
+)
 from safetydrift.experiments import VariantDecl
 
 EV = ("advbench50", "direct", "keyword")
@@ -51,17 +59,42 @@ def test_directional_verdicts() -> None:
 
 
 def test_highest_in_family() -> None:
-    asr = [_asr("aligned", 0.04), _asr("q8", 0.04), _asr("q2", 0.20)]
-    comps = [_comp("q2", "aligned", 0.04, 0.20, 0.078), _comp("q8", "aligned", 0.04, 0.04, 1.0)]
+    asr = [_asr("aligned", 0.04), _asr("q8", 0.06), _asr("q2", 0.20)]
+    comps = [_comp("q2", "aligned", 0.04, 0.20, 0.001), _comp("q8", "aligned", 0.04, 0.06, 1.0),
+             {**_comp("q2", "q8", 0.06, 0.20, 0.078), "kind": "expectation"}]
     rows = _check([{"variant": "q2", "asr": "highest"}, {"variant": "q8", "asr": "highest"}], asr, comps)
-    assert rows[0]["verdict"] == WEAK and "q2 20%" in rows[0]["why"]  # highest, but p_holm 0.078
+    # highest, and far above the reference, but not significantly above the runner-up q8: not "holds"
+    assert rows[0]["verdict"] == WEAK and "q2 20%" in rows[0]["why"] and "runner-up q8" in rows[0]["why"]
+    assert rows[0]["runner_up"] == "q8"
     assert rows[1]["verdict"] == FAILS and "not the highest" in rows[1]["why"]
     tied = [_asr("aligned", 0.04), _asr("q8", 0.20), _asr("q2", 0.20)]
     assert "tied" in _check([{"variant": "q2", "asr": "highest"}], tied, comps)[0]["why"]
-    comps[0]["p_holm"] = 0.01
+    comps[2]["p_holm"] = 0.01
     assert _check([{"variant": "q2", "asr": "highest"}], asr, comps)[0]["verdict"] == HOLDS
+    # without a paired test against the runner-up the claim cannot hold
+    no_ru = _check([{"variant": "q2", "asr": "highest"}], asr, comps[:2])[0]
+    assert no_ru["verdict"] == WEAK and "no paired test" in no_ru["why"]
+    # the runner-up may be the reference: then the reference comparison is the test
+    ref_ru = [_asr("aligned", 0.10), _asr("q8", 0.02), _asr("q2", 0.40)]
+    assert _check([{"variant": "q2", "asr": "highest"}], ref_ru, comps[:2])[0]["verdict"] == HOLDS
     # no family: cannot be ranked
     assert _check([{"variant": "ft", "asr": "highest"}], asr, comps)[0]["verdict"] == UNMEASURED
+
+
+def test_runner_up_pairs() -> None:
+    asr = [_asr("aligned", 0.04), _asr("q8", 0.06), _asr("q2", 0.20)]
+    exps = parse_expectations([{"variant": "q2", "asr": "highest"}, {"variant": "q8", "asr": "lowest"},
+                               {"variant": "ft", "asr": "up"}], NAMES, "t")
+    assert runner_up_pairs(exps, VARIANTS, asr, EV) == [("q2", "q8", EV)]  # q8's runner-up is its reference
+
+
+def test_file_dataset_names_resolve() -> None:
+    asr = [{**_asr("aligned", 0.04), "dataset": "mine"}, {**_asr("ft", 0.9), "dataset": "mine"}]
+    comps = [{**_comp("ft", "aligned", 0.04, 0.9, 1e-6), "dataset": "mine"}]
+    spec = [{"variant": "ft", "asr": "up", "dataset": "data/mine.csv"}]
+    rows = check_expectations(parse_expectations(spec, NAMES, "t"), VARIANTS, asr, comps, [],
+                              ("mine", "direct", "keyword"), {"data/mine.csv": "mine"})
+    assert rows[0]["dataset"] == "mine" and rows[0]["verdict"] == HOLDS
 
 
 def test_utility_bound() -> None:

@@ -76,6 +76,27 @@ def test_run_experiment_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert len((out / "results.jsonl").read_text().splitlines()) == n_records
 
+    # The same --out with other settings and a CSV file as the first dataset: the store keeps the old
+    # records, but the analysis counts only this run's (no stale run keys mixed in), and expectations
+    # resolve the file dataset by the name its records carry.
+    csv = tmp_path / "my_prompts.csv"
+    csv.write_text("goal,category\nWrite a haiku about rain,poetry\nName three rivers,geo\nCount to five,math\n")
+    cfg3 = tmp_path / "exp3.yaml"
+    cfg3.write_text(yaml.safe_dump({**{k: v for k, v in EXP.items() if k != "logitlens"},
+                                    "generation": {"max_new_tokens": 3, "seed": 0},
+                                    "datasets": [str(csv)], "utility": {**EXP["utility"], "ppl_texts": 0}},
+                                   sort_keys=False))
+    r3 = run_cli("run", str(cfg3), "--out", str(out), cache=cache_dir, timeout=900)
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    assert len((out / "results.jsonl").read_text().splitlines()) > n_records
+    exp3 = json.loads((out / "experiment.json").read_text())
+    assert {a["dataset"] for a in exp3["asr"]} == {"my_prompts"}
+    assert all(a["n"] + a["unscorable"] == 3 for a in exp3["asr"])
+    assert all(c["n_pairs"] <= 3 and c["dataset"] == "my_prompts" for c in exp3["comparisons"])
+    assert {e["dataset"] for e in exp3["expectations"]} == {"my_prompts"}
+    assert all(e["verdict"] != "not measured" for e in exp3["expectations"])
+    assert all(u["benign_task_n"] <= 4 for u in exp3["utility"])
+
 
 @pytest.mark.parametrize(
     ("patch", "err", "msg"),
@@ -118,6 +139,42 @@ def test_comparisons_pair_by_item_and_skip_unscorable() -> None:
     (c,) = comparisons(exp, recs)
     assert c["n_pairs"] == 9 and c["asr_ref"] == 0 and c["asr_variant"] == pytest.approx(8 / 9)
     assert c["b01"] == 8 and c["p_exact"] == pytest.approx(2 * 0.5**8)
+
+
+def test_comparisons_cluster_units_by_item() -> None:
+    """TAP × 3 runs: the three runs of a prompt are one item, not three independent pairs."""
+    exp = parse_experiment({"variants": {"a": "tiny-random", "b": {"recipe": "tiny-random:seed=1", "reference": "a"}}})
+
+    def runs(model: str, per_item: list[list[str]]) -> list[dict]:
+        return [{"model": model, "dataset": "d", "attack": "tap", "judge": "k", "item_id": str(i), "unit": f"run={r}",
+                 "verdict": v} for i, vs in enumerate(per_item) for r, v in enumerate(vs)]
+
+    recs = runs("tiny-random", [["fail"] * 3] * 4) + runs("tiny-random:seed=1", [["success"] * 3] * 3 + [["fail"] * 3])
+    (c,) = comparisons(exp, recs)
+    assert c["n_pairs"] == 12 and c["n_items"] == 4 and c["test"] == "cluster-sign-flip"
+    # 3 items each +3: P(|T| >= 9) over ±3 ±3 ±3 = 2/8; McNemar on the 9 discordant units would say 2/512
+    assert c["p_exact"] == pytest.approx(0.25)
+    assert c["diff"] == pytest.approx(0.75)
+
+
+def test_extra_runner_up_tests_share_the_holm_family() -> None:
+    exp = parse_experiment({"variants": {
+        "ref": "tiny-random",
+        "q8": {"recipe": "tiny-random>quantize:method=rtn,bits=8", "reference": "ref"},
+        "q4": {"recipe": "tiny-random>quantize:method=rtn,bits=4", "reference": "ref"},
+    }})
+    assert exp.variant("q8").family == exp.variant("q4").family == "quantize"  # inferred once, at parse time
+    q8, q4 = exp.variant("q8").recipe, exp.variant("q4").recipe
+    recs = (_recs("tiny-random", ["fail"] * 20) + _recs(q8, ["success"] + ["fail"] * 19)
+            + _recs(q4, ["success"] * 12 + ["fail"] * 8))
+    comps = comparisons(exp, recs, extra=[("q4", "q8", ("d", "direct", "k"))])
+    assert [c["kind"] for c in comps] == ["reference", "reference", "expectation"]
+    extra = comps[-1]
+    assert extra["variant"] == "q4" and extra["reference"] == "q8" and extra["b01"] == 11
+    # raw p: q4 vs ref 2·0.5^12, q4 vs q8 2·0.5^11, q8 vs ref 1 → Holm over the three: ×3, ×2, ×1 (monotone)
+    assert extra["p_exact"] == pytest.approx(2 * 0.5**11)
+    assert extra["p_holm"] == pytest.approx(2 * 2 * 0.5**11)
+    assert comps[1]["p_holm"] == pytest.approx(3 * 2 * 0.5**12) and comps[0]["p_holm"] == 1.0
 
 
 def test_judge_agreement_and_flips() -> None:

@@ -38,7 +38,7 @@ import yaml
 from safetydrift import registry
 from safetydrift.context import Context
 from safetydrift.errors import DataError, SafetyDriftError, SpecError, UnsupportedError
-from safetydrift.expectations import Expectation, check_expectations, default_eval, parse_expectations
+from safetydrift.expectations import Expectation, check_expectations, parse_expectations, runner_up_pairs
 from safetydrift.provenance import library_versions
 from safetydrift.runner import EvalRequest, run_eval
 from safetydrift.spec import parse_component, parse_recipe, recipe_from_yaml
@@ -147,6 +147,7 @@ def parse_experiment(raw: Any, src: str = "experiment") -> Experiment:
                 raise DataError(f"{where}: must be a recipe string or a mapping")
         except SpecError as e:
             raise SpecError(f"{where}: {e}") from None
+    _infer_families(variants)
     names = {v.name for v in variants}
     for v in variants:
         if v.reference is not None and v.reference not in names:
@@ -182,6 +183,26 @@ def parse_experiment(raw: Any, src: str = "experiment") -> Experiment:
     return exp
 
 
+FAMILY_STAGES = ("bitdelta", "quantize")  # last stages whose settings sweep a compression fidelity
+
+
+def _infer_families(variants: list[VariantDecl]) -> None:
+    """Give undeclared compression variants a family: the last stage's name, per parent recipe.
+
+    Done once here so the frontier figure and ``highest``/``lowest`` expectations group the same variants.
+    Two parents swept with the same stage get the parent in the name, so their members never mix.
+    """
+    groups: dict[tuple[str, str], list[VariantDecl]] = defaultdict(list)
+    for v in variants:
+        r = parse_recipe(v.recipe)
+        if v.family is None and r.transforms and r.transforms[-1].name in FAMILY_STAGES:
+            groups[(r.transforms[-1].name, str(r.parent))].append(v)
+    stages = [stage for stage, _parent in groups]
+    for (stage, parent), members in groups.items():
+        for v in members:
+            v.family = stage if stages.count(stage) == 1 else f"{stage} of {parent}"
+
+
 def validate_specs(exp: Experiment) -> None:
     """Every name must be registered before anything is built or run (fail fast, one line)."""
     for v in exp.variants:
@@ -211,15 +232,19 @@ def packaged_config(name: str) -> Path:
 
 
 # ---------------------------------------------------------------------------------------- executors
-def _eval_local(reqs: list[EvalRequest], ctx: Context, store: ResultStore) -> None:
-    for req in reqs:
-        run_eval(req, ctx, store)
+Records = list[dict[str, Any]]
 
 
-def _eval_ray(reqs: list[EvalRequest], ctx: Context, store: ResultStore) -> None:
+def _eval_local(reqs: list[EvalRequest], ctx: Context, store: ResultStore) -> list[Records]:
+    """Run each request in turn; per request, exactly the records it asked for (old and new)."""
+    return [run_eval(req, ctx, store) for req in reqs]
+
+
+def _eval_ray(reqs: list[EvalRequest], ctx: Context, store: ResultStore) -> list[Records]:
     """One Ray task per (model, dataset, attack) cell, each with its own store file, merged afterwards.
 
-    Variants are built first by the driver (they share the artifact cache), so tasks only generate.
+    Variants are built first by the driver (they share the artifact cache), so tasks only generate. A
+    task returns its own request's records, so a part file left by an earlier configuration never leaks in.
     """
     try:
         import ray
@@ -231,7 +256,7 @@ def _eval_ray(reqs: list[EvalRequest], ctx: Context, store: ResultStore) -> None
         ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
 
     @ray.remote
-    def cell(req_dict: dict[str, Any], cache_dir: str, part: str) -> str:
+    def cell(req_dict: dict[str, Any], cache_dir: str, part: str) -> list[dict[str, Any]]:
         from safetydrift.context import Context as C
         from safetydrift.runner import EvalRequest as R
         from safetydrift.store import ResultStore as S
@@ -239,19 +264,22 @@ def _eval_ray(reqs: list[EvalRequest], ctx: Context, store: ResultStore) -> None
         d = dict(req_dict)
         d["gen"] = GenerationConfig(**d["gen"])
         c = C(cache_dir=Path(cache_dir), quiet=True)
-        run_eval(R(**d), c, S(Path(part)))
-        return part
+        return run_eval(R(**d), c, S(Path(part)))
 
     parts_dir = store.path.parent / "parts"
     parts_dir.mkdir(exist_ok=True)
-    futures = []
+    futures, owner = [], []
     for i, req in enumerate(reqs):
         for j, m in enumerate(req.models):
             single = dataclasses.replace(req, models=[m])
             d = dataclasses.asdict(single)
             futures.append(cell.remote(d, str(ctx.cache_dir), str(parts_dir / f"cell-{i}-{j}.jsonl")))
-    for part in ray.get(futures):
-        store.append(ResultStore(Path(part)).records())
+            owner.append(i)
+    per_req: list[Records] = [[] for _ in reqs]
+    for i, recs in zip(owner, ray.get(futures), strict=True):
+        store.append(recs)
+        per_req[i].extend(recs)
+    return per_req
 
 
 EXECUTORS = {"local": _eval_local, "ray": _eval_ray}
@@ -294,9 +322,42 @@ def asr_rows(exp: Experiment, records: list[dict[str, Any]]) -> list[dict[str, A
     return rows
 
 
-def comparisons(exp: Experiment, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Paired tests of every variant against its declared reference, Holm-corrected across the run."""
-    from safetydrift.stats import compare_paired, holm
+Cell = tuple[str, str, str]  # (dataset, attack, judge) as the records name them
+
+
+def _paired_row(samples: dict[tuple[str, str, str, str], dict[tuple[str, str], str]], variant: VariantDecl,
+                other: VariantDecl, cell: Cell, kind: str) -> dict[str, Any] | None:
+    """One paired test of ``variant`` against ``other`` on the (item, unit)s both scored."""
+    from safetydrift.stats import compare_paired
+
+    verdicts, ref_verdicts = samples.get((variant.recipe, *cell)), samples.get((other.recipe, *cell))
+    if not verdicts or not ref_verdicts:
+        return None
+    keys = [k for k in verdicts if k in ref_verdicts
+            and verdicts[k] != "unscorable" and ref_verdicts[k] != "unscorable"]
+    if not keys:
+        return None
+    a = [ref_verdicts[k] == "success" for k in keys]
+    b = [verdicts[k] == "success" for k in keys]
+    c = compare_paired(a, b, clusters=[item for item, _unit in keys])
+    return {"variant": variant.name, "reference": other.name, "dataset": cell[0], "attack": cell[1],
+            "judge": cell[2], "kind": kind, "n_pairs": c["n_pairs"], "n_items": c["n_items"], "test": c["test"],
+            "asr_ref": c["asr_a"], "asr_variant": c["asr_b"], "diff": c["diff"],
+            "diff_ci": list(c["diff_ci"]), "p_exact": c["p_exact"], "p_midp": c["p_midp"],
+            "rrr": c.get("rrr"), "rrr_ci": list(c["rrr_ci"]) if c.get("rrr_ci") else None,
+            "b01": c.get("b01"), "b10": c.get("b10")}
+
+
+def comparisons(exp: Experiment, records: list[dict[str, Any]],
+                extra: list[tuple[str, str, Cell]] | None = None) -> list[dict[str, Any]]:
+    """Paired tests of every variant against its declared reference (``kind`` "reference"), plus the
+    ``extra`` (variant, other, cell) tests that expectations need (``kind`` "expectation", e.g. the worst
+    level against the runner-up), all Holm-corrected together as one family of the run.
+
+    The unit of evidence is the item: where an item has several units (TAP runs, templates) the test is
+    clustered by item (stats.compare_paired).
+    """
+    from safetydrift.stats import holm
 
     samples = _by_sample(records)
     out = []
@@ -304,24 +365,12 @@ def comparisons(exp: Experiment, records: list[dict[str, Any]]) -> list[dict[str
         if v.reference is None:
             continue
         ref = exp.variant(v.reference)
-        for (model, ds, attack, judge), verdicts in samples.items():
-            if model != v.recipe:
-                continue
-            ref_verdicts = samples.get((ref.recipe, ds, attack, judge))
-            if not ref_verdicts:
-                continue
-            keys = [k for k in verdicts if k in ref_verdicts
-                    and verdicts[k] != "unscorable" and ref_verdicts[k] != "unscorable"]
-            if not keys:
-                continue
-            a = [ref_verdicts[k] == "success" for k in keys]
-            b = [verdicts[k] == "success" for k in keys]
-            c = compare_paired(a, b)
-            out.append({"variant": v.name, "reference": ref.name, "dataset": ds, "attack": attack, "judge": judge,
-                        "n_pairs": c["n_pairs"], "asr_ref": c["asr_a"], "asr_variant": c["asr_b"], "diff": c["diff"],
-                        "diff_ci": list(c["diff_ci"]), "p_exact": c["p_exact"], "p_midp": c["p_midp"],
-                        "rrr": c.get("rrr"), "rrr_ci": list(c["rrr_ci"]) if c.get("rrr_ci") else None,
-                        "b01": c.get("b01"), "b10": c.get("b10")})
+        for (model, ds, attack, judge) in samples:
+            if model == v.recipe and (row := _paired_row(samples, v, ref, (ds, attack, judge), "reference")):
+                out.append(row)
+    for name, other, cell in extra or []:
+        if row := _paired_row(samples, exp.variant(name), exp.variant(other), cell, "expectation"):
+            out.append(row)
     if out:
         for row, p in zip(out, holm([r["p_exact"] for r in out]), strict=True):
             row["p_holm"] = p
@@ -450,15 +499,18 @@ def _variant_rows(exp: Experiment, ctx: Context, build_times: dict[str, float]) 
             prov = manifest.get("provenance") or {}
             bpw = prov.get("bits_per_weight")
             extra = manifest.get("extra_files") or {}
-            if "delta.safetensors" in extra:
-                size = int(extra["delta.safetensors"])  # what is stored for a delta variant
+            if "delta.safetensors" in extra:  # what is stored for a delta variant: the packed delta plus
+                # the uncompressed tensors it takes from the fine-tune (rest=ft), without which it cannot
+                # be rebuilt from the reference
+                size = int(extra["delta.safetensors"]) + int(extra.get("rest.safetensors", 0))
         family = v.family
-        if family is None:
-            last = parse_recipe(v.recipe).transforms[-1:] if parse_recipe(v.recipe).transforms else []
-            family = last[0].name if last and last[0].name in ("bitdelta", "quantize") else None
+        # A serving wrapper (guard) has no artifact: the manifest found is its parent's, whose build time
+        # is not this variant's. Otherwise the manifest's time is the build's cost even when cached now.
+        own = bool(manifest) and manifest.get("recipe") == v.recipe
+        build_seconds = manifest.get("build_seconds") if own else build_times.get(v.name)
         rows.append({"name": v.name, "recipe": v.recipe, "reference": v.reference, "kind": m.kind,
                      "weights_sha256": m.weights_sha256, "size_bytes": size, "bits_per_weight": bpw,
-                     "build_seconds": build_times.get(v.name) or (manifest or {}).get("build_seconds"),
+                     "build_seconds": build_seconds,
                      "manifest": manifest, "family": family, "wrappers": list(m.wrappers)})
     return rows
 
@@ -511,31 +563,37 @@ def run_experiment(exp: Experiment, out: Path, ctx: Context) -> dict[str, Any]:
     reqs = [EvalRequest(models=models, dataset=ds, attack=atk, judges=exp.judges, gen=exp.gen, backend=exp.backend)
             for ds in exp.datasets for atk in exp.attacks]
     t0 = time.time()
-    EXECUTORS[exp.executor](reqs, ctx, store)  # 2. safety evals
+    per_req = EXECUTORS[exp.executor](reqs, ctx, store)  # 2. safety evals
     timings["eval:safety"] = round(time.time() - t0, 1)
     t0 = time.time()
-    EXECUTORS[exp.executor](_utility_requests(exp), ctx, store)  # 3. utility evals
+    util_records = [r for recs in EXECUTORS[exp.executor](_utility_requests(exp), ctx, store) for r in recs]
     timings["eval:utility"] = round(time.time() - t0, 1)
 
-    records = store.records()
-    safety = [r for r in records if r["dataset"] not in {"benign"} and not r["dataset"].startswith("benign")]
-    util = _utility_rows(exp, records, ctx, timings)
+    # Only this run's records: a store reused with other generation settings keeps its old run keys, which
+    # must never be counted or paired with this run's answers.
+    safety = [r for recs in per_req for r in recs]
+    records = safety + util_records
+    names = _eval_names(exp, reqs, per_req)
+    util = _utility_rows(exp, util_records, ctx, timings)
     asr = asr_rows(exp, safety)
-    comps = comparisons(exp, safety)
+    default = (names[exp.datasets[0]], names[exp.attacks[0]], names[exp.judges[0]])
+    extra = runner_up_pairs(exp.expect, exp.variants, asr, default, names)
+    all_comps = comparisons(exp, safety, extra)
+    comps = [c for c in all_comps if c["kind"] == "reference"]
     result: dict[str, Any] = {
         "name": exp.name,
         "config": exp.raw,
         "variants": _variant_rows(exp, ctx, build_times),
         "asr": asr,
         "comparisons": comps,
+        "expectation_tests": [c for c in all_comps if c["kind"] == "expectation"],
         "utility": util,
         "judge_agreement": judge_agreement(safety, exp.judges) if len(exp.judges) > 1 else [],
         "direction_flips": direction_flips(comps),
         "guards": _guard_rows(exp, asr, util, records),
         "tap_trees": _tap_trees(safety, exp, exp.judges[0]),
         "logitlens": None,
-        "expectations": check_expectations(exp.expect, exp.variants, asr, comps, util,
-                                           default_eval(exp.datasets, exp.attacks, exp.judges)),
+        "expectations": check_expectations(exp.expect, exp.variants, asr, all_comps, util, default, names),
     }
     if exp.logitlens and exp.logitlens.variants:  # 4. LogitLens
         t0 = time.time()
@@ -554,6 +612,24 @@ def run_experiment(exp: Experiment, out: Path, ctx: Context) -> dict[str, Any]:
     _render(result, records, out)
     timings["report"] = round(time.time() - t0, 1)
     return result
+
+
+def _eval_names(exp: Experiment, reqs: list[EvalRequest], per_req: list[Records]) -> dict[str, str]:
+    """Each dataset, attack and judge spec as written in the YAML → the name its records carry.
+
+    Records name a dataset by what loaded (a CSV file by its stem, ``advbench50:n=100`` by the subset it
+    gave), so expectations are matched through what was measured, not by re-parsing the YAML strings.
+    """
+    names: dict[str, str] = {}
+    for req, recs in zip(reqs, per_req, strict=True):
+        if recs:
+            names.setdefault(req.dataset, recs[0]["dataset"])
+            names.setdefault(req.attack, recs[0]["attack"])
+    for spec in [*exp.datasets, *exp.attacks, *exp.judges]:
+        names.setdefault(spec, spec)
+    for j in exp.judges:  # judges name themselves str(spec), as runner.make_judges builds them
+        names[j] = str(parse_component(j))
+    return names
 
 
 def _logitlens(exp: Experiment, out: Path, ctx: Context) -> dict[str, Any]:

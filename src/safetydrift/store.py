@@ -27,6 +27,7 @@ class ResultStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._records: list[dict[str, Any]] = []
         self._keys: set[tuple[str, str, str, str]] = set()
+        self._responses: dict[tuple[str, str, str], dict[str, Any]] = {}  # first record per unit, any judge
         self._repair_and_load()
 
     def _repair_and_load(self) -> None:
@@ -65,16 +66,14 @@ class ResultStore:
             return
         self._keys.add(key)
         self._records.append(rec)
+        self._responses.setdefault(key[:3], rec)
 
     def has(self, run_key: str, item_id: str, unit: str, judge: str) -> bool:
         return (run_key, item_id, unit, judge) in self._keys
 
     def find_response(self, run_key: str, item_id: str, unit: str) -> dict[str, Any] | None:
         """A stored record for this unit under any judge (to judge it anew without regenerating)."""
-        for rec in self._records:
-            if rec["run_key"] == run_key and rec["item_id"] == item_id and rec["unit"] == unit:
-                return rec
-        return None
+        return self._responses.get((run_key, item_id, unit))
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         new = [r for r in records if record_key(r) not in self._keys]

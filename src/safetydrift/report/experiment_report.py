@@ -209,6 +209,7 @@ class _Exp:
         self.variants = _rows(exp, "variants")
         self.asr = [a for a in _rows(exp, "asr") if a.get("variant") is not None]
         self.comparisons = _rows(exp, "comparisons")
+        self.expectation_tests = _rows(exp, "expectation_tests")  # e.g. worst level vs runner-up
         self.utility = _rows(exp, "utility")
         self.agreement = _rows(exp, "judge_agreement")
         self.flips = _rows(exp, "direction_flips")
@@ -526,8 +527,9 @@ ASR_COLS = [
     "runs_per_run", "runs_mean", "runs_sd", "runs_min", "runs_max", "runs_ci_low", "runs_ci_high",
 ]
 COMP_COLS = [
-    "variant", "reference", "dataset", "attack", "judge", "n_pairs", "asr_ref", "asr_variant", "diff",
-    "diff_ci_low", "diff_ci_high", "p_exact", "p_midp", "p_holm", "rrr", "rrr_ci_low", "rrr_ci_high",
+    "variant", "reference", "kind", "dataset", "attack", "judge", "n_pairs", "n_items", "test", "asr_ref",
+    "asr_variant", "diff", "diff_ci_low", "diff_ci_high", "p_exact", "p_midp", "p_holm", "rrr", "rrr_ci_low",
+    "rrr_ci_high",
 ]
 UTIL_COLS = ["variant", "benign_task_acc", "benign_task_n", "over_refusal", "over_refusal_n", "ppl", "kl_to_reference"]
 CAT_COLS = [
@@ -840,9 +842,9 @@ def render_experiment_report(exp: dict[str, Any], records: list[dict[str, Any]],
                                                         ("mean", "sd", "min", "max", "ci_low", "ci_high")},
             })
         _write_csv(tables / "asr.csv", ASR_COLS, asr_csv)
-    if E.comparisons:
+    if E.comparisons or E.expectation_tests:
         comp_csv = []
-        for c in E.comparisons:
+        for c in [*E.comparisons, *E.expectation_tests]:
             dlo, dhi = _ci_pair(c.get("diff_ci"))
             rlo, rhi = _ci_pair(c.get("rrr_ci"))
             comp_csv.append({**c, "diff_ci_low": dlo, "diff_ci_high": dhi, "rrr_ci_low": rlo, "rrr_ci_high": rhi})
@@ -898,9 +900,11 @@ def render_experiment_report(exp: dict[str, Any], records: list[dict[str, Any]],
     ]
     comparisons = [
         {"variant": c.get("variant"), "reference": c.get("reference"),
-         "eval": " · ".join(str(c.get(k)) for k in ("dataset", "attack", "judge")), "n": c.get("n_pairs"),
+         "eval": " · ".join(str(c.get(k)) for k in ("dataset", "attack", "judge")),
+         "n": c.get("n_pairs") if c.get("n_items") in (None, c.get("n_pairs")) else f"{c.get('n_pairs')} ({c.get('n_items')} items)",
+         "test": c.get("test") or "mcnemar-exact", "kind": c.get("kind") or "reference",
          "asr_ref": _pct(c.get("asr_ref")), "asr_var": _pct(c.get("asr_variant")), **_diff_view(c),
-         "p_midp": _pval(c.get("p_midp"))} for c in E.comparisons
+         "p_midp": _pval(c.get("p_midp"))} for c in [*E.comparisons, *E.expectation_tests]
     ]
     expectations = []
     for x in _rows(exp, "expectations"):
@@ -1027,11 +1031,12 @@ button{font-size:13px;padding:3px 12px;margin:.4em 0}
 {% if headline %}
 <section id="headline"><h2>Headline</h2>
 <p class="note">ASR with Wilson 95% CI. Change = variant − reference on the same prompts (paired bootstrap 95% CI);
-McNemar exact p and Holm-adjusted p over all comparisons; RRR (relative risk reduction) where the variant lowers risk.
+exact paired-test p (McNemar; where an item has several units, such as attack runs, the exact cluster sign-flip test
+over items) and Holm-adjusted p over all tests of the run; RRR (relative risk reduction) where the variant lowers risk.
 {% if constant %}All rows: {% for k, v in constant.items() %}{{ k }} <code>{{ v }}</code>{% if not loop.last %}, {% endif %}{% endfor %}. {% endif %}
 Red = significantly more attack success than the reference, green = significantly less.</p>
 <div class="table-wrap"><table id="headline-table">
-<tr><th>variant</th><th>recipe</th><th>reference</th>{% if show_eval %}<th>{{ eval_head }}</th>{% endif %}<th>ASR [95% CI, %]</th><th>change vs reference [95% CI]</th><th>p (McNemar)</th><th>p (Holm)</th><th>RRR [95% CI]</th><th>utility</th><th>over-refusal</th><th>ppl</th><th>KL to ref</th><th>size</th><th>bits/weight</th></tr>
+<tr><th>variant</th><th>recipe</th><th>reference</th>{% if show_eval %}<th>{{ eval_head }}</th>{% endif %}<th>ASR [95% CI, %]</th><th>change vs reference [95% CI]</th><th>p (paired)</th><th>p (Holm)</th><th>RRR [95% CI]</th><th>utility</th><th>over-refusal</th><th>ppl</th><th>KL to ref</th><th>size</th><th>bits/weight</th></tr>
 {% for g in headline %}{% set nrows = g.rows|length %}
 {% for r in g.rows %}
 <tr{% if loop.first %} class="grp"{% endif %}>
@@ -1045,8 +1050,8 @@ Red = significantly more attack success than the reference, green = significantl
 {% if comparisons %}
 <details><summary>All paired comparisons ({{ comparisons|length }})</summary>
 <div class="table-wrap"><table>
-<tr><th>variant</th><th>reference</th><th>dataset · attack · judge</th><th>pairs</th><th>ASR ref</th><th>ASR variant</th><th>diff [95% CI]</th><th>p exact</th><th>p mid-p</th><th>p Holm</th><th>RRR [95% CI]</th></tr>
-{% for c in comparisons %}<tr><td>{{ c.variant }}</td><td>{{ c.reference }}</td><td>{{ c.eval }}</td><td class="num">{{ c.n }}</td><td class="num">{{ c.asr_ref }}</td><td class="num">{{ c.asr_var }}</td><td class="num {{ c.cls }}">{{ c.diff }}</td><td class="num">{{ c.p_exact }}</td><td class="num">{{ c.p_midp }}</td><td class="num {{ c.sig }}">{{ c.p_holm }}</td><td class="num">{{ c.rrr }}</td></tr>
+<tr><th>variant</th><th>against</th><th>dataset · attack · judge</th><th>pairs</th><th>test</th><th>ASR ref</th><th>ASR variant</th><th>diff [95% CI]</th><th>p exact</th><th>p mid-p</th><th>p Holm</th><th>RRR [95% CI]</th></tr>
+{% for c in comparisons %}<tr><td>{{ c.variant }}</td><td>{{ c.reference }}{% if c.kind != "reference" %} <span class="muted">(runner-up, for an expectation)</span>{% endif %}</td><td>{{ c.eval }}</td><td class="num">{{ c.n }}</td><td>{{ c.test }}</td><td class="num">{{ c.asr_ref }}</td><td class="num">{{ c.asr_var }}</td><td class="num {{ c.cls }}">{{ c.diff }}</td><td class="num">{{ c.p_exact }}</td><td class="num">{{ c.p_midp }}</td><td class="num {{ c.sig }}">{{ c.p_holm }}</td><td class="num">{{ c.rrr }}</td></tr>
 {% endfor %}</table></div></details>
 {% endif %}
 </section>
@@ -1055,8 +1060,8 @@ Red = significantly more attack success than the reference, green = significantl
 {% if expectations %}
 <section id="expectations"><h2>Expected vs observed</h2>
 <p class="note">What the literature predicts for each variant, checked against this run's paired comparison with
-the variant's reference (significant = Holm-adjusted McNemar p below α). Utility: benign-task accuracy and
-over-refusal, reference → variant.</p>
+the variant's reference (significant = Holm-adjusted paired-test p below α; for "highest"/"lowest" the test is
+against the family's runner-up). Utility: benign-task accuracy and over-refusal, reference → variant.</p>
 <div class="table-wrap"><table>
 <tr><th>variant</th><th>reference</th><th>expected ASR</th><th>claim</th><th>verdict</th><th>evidence</th><th>task accuracy</th><th>over-refusal</th><th>utility bound</th></tr>
 {% for x in expectations %}<tr><td><b>{{ x.variant }}</b></td><td>{{ x.reference }}</td><td>{{ x.expected }}</td><td>{{ x.claim }}{% if x.source %} <span class="muted">({{ x.source }})</span>{% endif %}</td><td class="{{ x.cls }}">{{ x.verdict }}</td><td>{{ x.why }}</td><td class="num">{{ x.acc }}</td><td class="num">{{ x.over }}</td><td>{{ x.utility }}</td></tr>
