@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -107,6 +109,26 @@ OPTIONS = [{}, {"masks": 2}, {"masks": 3}, {"bits": 2}, {"bits": 4}, {"bits": 8}
            {"rank": 8}]
 
 
+def _expected_delta(d: torch.Tensor, opts: dict) -> torch.Tensor:
+    """Δ̂ written out from the module docstring's formulas, independently of the codecs."""
+    if "bits" in opts:
+        levels, group = 2 ** opts["bits"] - 1, 128
+        assert d.numel() % group == 0  # no padding in these shapes
+        g = d.reshape(-1, group)
+        lo, hi = g.min(1).values[:, None], g.max(1).values[:, None]
+        s = (hi - lo) / levels
+        return (lo + torch.clamp(torch.round((g - lo) / s), 0, levels) * s).reshape(d.shape)
+    if "rank" in opts:
+        r = opts["rank"]
+        u, sv, vh = torch.linalg.svd(d, full_matrices=False)
+        return (u[:, :r].half().float() * sv[:r].half().float()) @ vh[:r].half().float()
+    out, residual = torch.zeros_like(d), d.clone()
+    for _ in range(opts.get("masks", 1)):
+        step = residual.abs().mean() * torch.where(residual >= 0, 1.0, -1.0)
+        out, residual = out + step, residual - step
+    return out
+
+
 @pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "1bit")
 def test_every_fidelity_option_round_trips(opts, tmp_path):
     ref, ft, names = _state_dicts()
@@ -117,9 +139,28 @@ def test_every_fidelity_option_round_trips(opts, tmp_path):
     assert size == (tmp_path / "d.safetensors").stat().st_size
     rebuilt = bd.apply_delta(ref, back)
     for n in names:
-        assert torch.equal(rebuilt[n], ref[n] + delta.decode(n))
-    assert rebuilt["embed.weight"] is ref["embed.weight"]  # the rest comes from the reference
+        expected = ref[n] + _expected_delta(ft[n] - ref[n], opts)
+        if not opts:  # W_ref + α·sign(W_ft − W_ref), α = mean|Δ|: exact
+            assert torch.equal(rebuilt[n], expected)
+        else:
+            torch.testing.assert_close(rebuilt[n], expected, rtol=0, atol=1e-6)
+    assert rebuilt["embed.weight"] is ref["embed.weight"]  # no rest stored: it comes from the reference
     assert back.meta["reference_sha256"] == "abc"
+
+
+@pytest.mark.parametrize("sigma", [1e-5, 1e-6])
+def test_kbit_error_falls_with_bits_for_tiny_deltas(sigma):
+    """Group ranges this small are subnormal in fp16: with fp16 lo/scale, 8 bits had 7x the error of a
+    uniform 255-step grid at σ = 1e-5, and 28x the error of 4 bits at σ = 1e-6. fp32 keeps the grids nested."""
+    g = torch.Generator().manual_seed(0)
+    name = "layers.0.q_proj.weight"
+    ref = {name: 0.02 * torch.randn(64, 256, generator=g)}
+    ft = {name: ref[name] + sigma * torch.randn(64, 256, generator=g)}
+    rms = {k: _error(ref, ft, bd.compress(ref, ft, [name], bits=k)) / math.sqrt(64 * 256) for k in (2, 4, 8)}
+    assert rms[2] > rms[4] > rms[8]
+    assert rms[8] < 0.01 * sigma  # a uniform 255-step grid over ~5σ: ≈ 0.006σ
+    fields = bd.compress(ref, ft, [name], bits=8).fields[name]
+    assert fields["lo"].dtype == fields["scale"].dtype == torch.float32
 
 
 def test_reconstruction_error_falls_with_fidelity():
@@ -163,7 +204,7 @@ def test_initial_alpha_is_mean_abs_delta_and_rebuild_is_exact(env):
         assert torch.equal(out[n], ft[n])
     assert man["extra_files"][bd.DELTA_FILE] == (artifact(model) / bd.DELTA_FILE).stat().st_size
     rebuilt = bd.apply_delta(ref, delta)
-    assert all(torch.equal(rebuilt[n], out[n]) for n in delta.names)
+    assert set(rebuilt) == set(out) and all(torch.equal(rebuilt[n], out[n]) for n in out)
     prov = man["provenance"]
     assert prov["reference"]["weights_sha256"] == env.base.weights_sha256 and prov["rest"] == "ft"
     assert prov["healing"] == {"enabled": False} and man["loss_curve"] == []
@@ -176,11 +217,57 @@ def test_rest_from_reference(env):
         assert torch.equal(out[n], ref[n])
 
 
+@pytest.mark.parametrize("rest", ["ft", "ref"])
+def test_reference_plus_stored_files_rebuild_the_evaluated_checkpoint(env, rest, tmp_path):
+    model = env.ctx.resolve(f"{env.recipe},heal=false,rest={rest}")
+    man, prov = load_manifest(model), load_manifest(model)["provenance"]
+    delta_file = artifact(model) / bd.DELTA_FILE
+    delta = bd.load_delta(delta_file)
+    assert delta.meta["rest"] == rest and delta.meta["reference_sha256"] == env.base.weights_sha256
+    out = weights(model.path)  # what every backend loads and evaluates
+    rebuilt = bd.apply_delta(env.base.path, delta)  # from the directory: its hash is checked first
+    assert set(rebuilt) == set(out)
+    for n, w in out.items():
+        assert rebuilt[n].dtype == w.dtype and torch.equal(rebuilt[n], w), n
+    rest_file = bd.rest_path(delta_file)
+    info = bd.delta_file_info(delta_file)
+    if rest == "ft":  # perturbed_copy moved every tensor, so all uncompressed ones are stored
+        ft = weights(env.ft)
+        assert set(delta.rest) == set(ft) - TINY_NAMES
+        assert all(delta.rest[n].dtype == ft[n].dtype and torch.equal(delta.rest[n], ft[n]) for n in delta.rest)
+        assert prov["rest_bytes"] == man["extra_files"][bd.REST_FILE] == rest_file.stat().st_size > 0
+        assert info["rest_bytes"] == prov["rest_bytes"] and info["rest"] == "ft"
+        shutil.copy(delta_file, tmp_path / bd.DELTA_FILE)  # the delta without its rest file is refused
+        with pytest.raises(FileNotFoundError, match="uncompressed"):
+            bd.load_delta(tmp_path / bd.DELTA_FILE)
+    else:
+        assert delta.rest == {} and not rest_file.exists() and bd.REST_FILE not in man["extra_files"]
+        assert prov["rest_bytes"] == info["rest_bytes"] == 0
+    assert prov["delta_bytes"] == delta_file.stat().st_size  # delta_bytes: the compressed matrices only
+
+
+def test_apply_delta_refuses_the_wrong_reference(env):
+    model = env.ctx.resolve(env.recipe + ",heal=false")
+    delta = bd.load_delta(artifact(model) / bd.DELTA_FILE)
+    with pytest.raises(ValueError, match="not this delta's reference"):
+        bd.apply_delta(env.ft, delta)
+
+
+def test_artifact_format_is_in_the_resolved_settings(env):
+    """The cache key hashes the resolved settings: a new format never serves an old artifact."""
+    from safetydrift.spec import parse_component
+    from safetydrift.variants.builder import resolved_settings
+
+    t = bd.BitDelta(parse_component("bitdelta:ref=base"), env.ctx)
+    assert resolved_settings(t)["format"] == bd.ARTIFACT_FORMAT == 2
+
+
 def _calibration_batch(tok, n: int, max_len: int):
+    """The held-out batch: the last ``n`` of the 64 calibration texts, never trained on."""
     texts = [bd.render_calibration(x, tok) for x in bd.calibration_items(64, 0)]
     tok.padding_side = "right"
     ids = [tok(t, add_special_tokens=False, truncation=True, max_length=max_len)["input_ids"] for t in texts]
-    return tok.pad({"input_ids": ids[:n]}, padding=True, return_tensors="pt")
+    return tok.pad({"input_ids": ids[-n:]}, padding=True, return_tensors="pt")
 
 
 def test_healing_lowers_logit_mse(env):
@@ -190,7 +277,7 @@ def test_healing_lowers_logit_mse(env):
     healed = env.ctx.resolve(env.recipe + ",steps=20,batch=4,max_len=48")
     man = load_manifest(healed)
     h = man["provenance"]["healing"]
-    assert h["enabled"] and h["mse_after"] < h["mse_before"]
+    assert h["enabled"] and h["mse_after"] < h["mse_before"] and h["mse_batch"] == "held-out"
     assert [p["step"] for p in man["loss_curve"]] == list(range(20))
     assert all(p["loss"] > 0 for p in man["loss_curve"])
     # independently: the healed checkpoint is closer to the fine-tuned logits than BitDelta-Initial
@@ -220,7 +307,7 @@ def test_fidelity_options_build_and_reload_exactly(env, opts):
     delta = bd.load_delta(artifact(model) / bd.DELTA_FILE)
     ref, out = weights(env.base.path), weights(model.path)
     rebuilt = bd.apply_delta(ref, delta)
-    assert all(torch.equal(rebuilt[n], out[n]) for n in delta.names)
+    assert set(rebuilt) == set(out) and all(torch.equal(rebuilt[n], out[n]) for n in out)
 
 
 def test_delta_is_16x_smaller_than_fp16(tmp_path):
@@ -234,8 +321,14 @@ def test_delta_is_16x_smaller_than_fp16(tmp_path):
     assert info["bits_per_weight"] < 1.1
 
 
-def test_chain_without_finetune_uses_the_base_and_gives_it_back(env):
-    model = env.ctx.resolve("tiny-random>bitdelta:heal=false")
+def test_auto_reference_without_finetune_is_a_spec_error(env):
+    """``hf:/ft>bitdelta``: the chain's first model is the fine-tune itself, Δ = 0 would pass silently."""
+    with pytest.raises(SpecError, match="ref="):
+        env.ctx.resolve(f"hf:{env.ft}>bitdelta")
+
+
+def test_reference_equal_to_the_model_gives_it_back(env):
+    model = env.ctx.resolve("tiny-random>bitdelta:ref=base,heal=false")
     man = load_manifest(model)
     assert man["provenance"]["reference"]["weights_sha256"] == env.base.weights_sha256
     assert man["provenance"]["alpha"]["max"] == 0.0
@@ -259,7 +352,8 @@ def test_reference_selection(env):
         return bd.BitDelta(spec, env.ctx).reference(lin)[0].spec
 
     assert pick(None) == "base>align"  # auto: before the last finetune
-    assert pick("auto", lineage[:2]) == "base"  # no finetune: the chain's first model
+    with pytest.raises(SpecError, match="finetune"):
+        pick("auto", lineage[:2])  # no finetune step: no silent guess
     assert pick("base") == "base"
     assert pick("parent") == "base>align>finetune"  # the model the parent was built from
     assert pick("1") == "base>align" and pick("-2") == "base>align>finetune"
@@ -274,6 +368,12 @@ def test_reference_selection(env):
 def test_bad_settings_are_spec_errors(env, bad):
     with pytest.raises(SpecError):
         env.ctx.resolve(f"tiny-random>{bad}")
+
+
+@pytest.mark.parametrize("zero", ["masks=0", "bits=4,group=0", "batch=0", "calib=0", "max_len=0"])
+def test_zero_counts_are_rejected_not_defaulted(env, zero):
+    with pytest.raises(SpecError, match=">= 1"):  # ref=base: the spec is otherwise buildable
+        env.ctx.resolve(f"tiny-random>bitdelta:ref=base,heal=false,{zero}")
 
 
 def test_builder_caches(env, monkeypatch):

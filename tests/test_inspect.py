@@ -61,6 +61,7 @@ def test_inspect_bitdelta(env):
     n_linear = 2 * (4 * 64 * 64 + 3 * 64 * 128)
     assert info["delta_fp16_bytes"] == 2 * n_linear
     assert info["delta_bytes"] == (Path(info["path"]).parent / "delta.safetensors").stat().st_size
+    assert info["rest_bytes"] == (Path(info["path"]).parent / "rest.safetensors").stat().st_size > 0  # rest=ft
     assert info["size_bytes"] > info["delta_bytes"] and info["artifact_bytes"] > info["size_bytes"]
     assert info["delta_compression_ratio"] > 8 and 1 < info["bits_per_weight"] < 2
     assert info["parameters"] == sum(v.numel() for v in load_file(str(env.ft / "model.safetensors")).values())

@@ -26,12 +26,12 @@ Each selected module gets a ``HealableDelta`` that recomputes W = W_ref + Σ_i �
 Settings (``bitdelta:key=value,...``)
   ref=auto|base|parent|<index>|<recipe>
         the reference W_ref. ``auto`` (default): the model just before the chain's last ``finetune`` step
-        (``base>align>finetune>bitdelta`` → the aligned model); with no finetune in the chain, the
-        chain's first model (so ``tiny-random>bitdelta`` compresses a zero delta and returns the base).
-        ``base``: the chain's first model. ``parent``: the model our parent (the fine-tuned model) was
-        built from, i.e. the one just before the last step (the base itself if the chain has no step).
-        ``<index>``: a position in the chain, base = 0, negative counts from the end (-1 is the
-        fine-tuned parent itself). Anything else is a model recipe resolved on its own, e.g.
+        (``base>align>finetune>bitdelta`` → the aligned model); a chain with no finetune step (e.g.
+        ``hf:/path/ft>bitdelta``) is a SpecError, since its first model may be the fine-tune itself (Δ = 0):
+        pass ``ref=`` explicitly. ``base``: the chain's first model. ``parent``: the model our parent (the
+        fine-tuned model) was built from, i.e. the one just before the last step (the base itself if the
+        chain has no step). ``<index>``: a position in the chain, base = 0, negative counts from the end
+        (-1 is the fine-tuned parent itself). Anything else is a model recipe resolved on its own, e.g.
         ``ref=[hf:/models/base]`` (compress any fine-tune against any base of the same architecture).
   include=RE+RE, exclude=RE+RE
         regexes (``re.search`` on parameter names, 2-D tensors only) choosing the matrices to compress;
@@ -41,36 +41,53 @@ Settings (``bitdelta:key=value,...``)
         (default, as BitDelta's code) or from the reference.
   heal=true|false (default true for 1-bit and masks; healing has nothing to train for bits/rank, so
         ``heal=true`` with those is an error), steps=50, batch=4, max_len=128, lr=1e-4, calib=64
-        (number of calibration texts), seed=0.
+        (number of calibration texts), seed=0. Counts must be >= 1 (steps >= 0); 0 is an error, not
+        "the default".
   Fidelity (at most one):
   masks=m   m successive 1-bit residual masks: R_0 = Δ, α_i = mean|R_i|, S_i = sign(R_i),
             R_{i+1} = R_i − α_i·S_i, Δ̂ = Σ_i α_i·S_i. All α_i are healed. ``masks=1`` is plain BitDelta.
   bits=k    (2..8) k-bit group-wise *asymmetric* (min–max affine) quantization of Δ, ``group=128``
             consecutive elements (row-major) per group: q = round((Δ − lo)/s), s = (hi − lo)/(2^k − 1),
-            Δ̂ = lo + q·s; lo and s stored in fp16, codes bit-packed (k bits each). Asymmetric because a
-            group of deltas is not centred on 0 exactly and, at k = 2, a symmetric grid wastes one of the
-            four levels; the 2-, 4- and 8-bit grids are nested, so error falls monotonically with k.
+            Δ̂ = lo + q·s; lo and s stored in fp32 (fp16 would underflow for the tiny ranges of a small
+            fine-tune's deltas, ~1e-5, and make high k *worse* than low k), so k bits + 64/group bits per
+            weight; codes bit-packed (k bits each). Asymmetric because a group of deltas is not centred on
+            0 exactly and, at k = 2, a symmetric grid wastes one of the four levels; the 2-, 4- and 8-bit
+            grids are nested, so error falls monotonically with k.
   rank=r    truncated SVD Δ̂ = U_r Σ_r V_rᵀ, with U_r, Σ_r, V_rᵀ stored in fp16.
 
 Storage, inside the variant directory:
   ``delta.safetensors``  for every compressed matrix ``<name>.<field>`` tensors (signs: uint8 packed by
       ``numpy.packbits``, one row per mask, + ``alpha`` fp32; or codes/lo/scale; or u/s/vh) and metadata:
-      format, mode, settings, shapes and the reference's and fine-tuned model's weights sha256. The
-      uncompressed rest is *not* in it (it would dominate the size): ``apply_delta(ref, delta)`` rebuilds
-      the compressed matrices and takes everything else from ``ref``.
+      format, mode, settings, shapes, ``rest``, the built checkpoint's tensor names and dtypes, and the
+      reference's and fine-tuned model's weights sha256. ``delta_bytes`` is this file's size.
+  ``rest.safetensors``  the uncompressed tensors of the built checkpoint that differ from the reference
+      (with ``rest=ft``: the fine-tune's embeddings, norms, LM head, biases), each in the fine-tuned
+      checkpoint's dtype when that round-trips exactly. Absent when nothing differs (``rest=ref``).
+      ``rest_bytes`` is its size: the honest storage cost of the variant is delta_bytes + rest_bytes.
+      ``apply_delta(ref, load_delta(path))`` rebuilds the built checkpoint's state dict exactly (every
+      tensor, in its dtype): compressed matrices from ref + Δ̂, the rest from this file, all else from ref.
   ``hf/``  a full transformers checkpoint (fp32) with Ŵ = W_ref + Δ̂ and the ``rest`` tensors, so every
       backend can load the variant.
+
+Gaps from the paper (Liu et al. 2024, BitDelta):
+  - healing runs ``steps=50`` by default (the paper: 200) to keep CPU builds short; pass ``steps=200``.
+  - calibration text is the shipped benign mix (``datasets.training.calibration_texts``), not C4, which
+    cannot be fetched offline.
+  - ``mse_before``/``mse_after`` in the provenance are the logit MSE on one held-out calibration batch
+    (the last ``batch`` calibration texts, never trained on) when ``calib >= 2·batch``; otherwise on a
+    training batch, and the provenance says so (``mse_batch``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import random
 import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,8 +105,10 @@ if TYPE_CHECKING:
     import torch
 
 DELTA_FILE = "delta.safetensors"
+REST_FILE = "rest.safetensors"
 HF_SUBDIR = "hf"
-FORMAT = "safetydrift.delta/1"
+FORMAT = "safetydrift.delta/2"  # /2: fp32 k-bit scales, ``rest`` tensors and the checkpoint's tensor list
+ARTIFACT_FORMAT = 2  # in the transform's resolved settings, so artifacts of older code are never served
 FINETUNE_STEPS = ("finetune",)  # transform names that count as "the fine-tune" for ref=auto
 
 #: Attention and MLP projections inside numbered blocks, for Llama/Qwen/Mistral/Gemma (``layers.N``),
@@ -182,7 +201,7 @@ def encode_signs(delta: torch.Tensor, masks: int = 1) -> dict[str, torch.Tensor]
     """m successive 1-bit masks: R_0 = Δ; α_i = mean|R_i|; S_i = sign(R_i); R_{i+1} = R_i − α_i·S_i."""
     import torch
 
-    residual = delta.float()
+    residual = delta.detach().cpu().float()  # packed with numpy, stored from the CPU
     alphas, packed = [], []
     for _ in range(masks):
         s = sign(residual)
@@ -223,11 +242,13 @@ def encode_kbit(delta: torch.Tensor, bits: int, group: int) -> dict[str, torch.T
     import torch
 
     levels = (1 << bits) - 1
-    g = _groups(delta.float().reshape(-1), group)
-    lo = g.amin(1).half()  # what is stored is what is used, so the codes are exact for the fp16 values
-    scale = ((g.amax(1) - lo.float()) / levels).half()
-    s = torch.where(scale.float() > 0, scale.float(), torch.ones_like(scale, dtype=torch.float32))
-    q = torch.clamp(torch.round((g - lo.float()[:, None]) / s[:, None]), 0, levels).to(torch.uint8)
+    g = _groups(delta.detach().cpu().float().reshape(-1), group)
+    # fp32, not fp16: a small fine-tune's group ranges (~1e-5) are subnormal in fp16, and a rounded scale
+    # costs up to 2^k·ulp per element, so 8 bits would come out worse than 4
+    lo = g.amin(1)
+    scale = (g.amax(1) - lo) / levels
+    s = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.clamp(torch.round((g - lo[:, None]) / s[:, None]), 0, levels).to(torch.uint8)
     codes = q.reshape(-1)[: delta.numel()].numpy()
     return {"codes": torch.from_numpy(pack_codes(codes, bits)), "lo": lo, "scale": scale}
 
@@ -247,9 +268,10 @@ def encode_lowrank(delta: torch.Tensor, rank: int) -> dict[str, torch.Tensor]:
     """Truncated SVD Δ ≈ U_r Σ_r V_rᵀ (exact SVD in fp32, factors stored in fp16)."""
     import torch
 
-    u, s, vh = torch.linalg.svd(delta.float(), full_matrices=False)
+    u, s, vh = torch.linalg.svd(delta.detach().float(), full_matrices=False)  # on the delta's device (fast)
     r = min(rank, s.numel())
-    return {"u": u[:, :r].half().contiguous(), "s": s[:r].half().contiguous(), "vh": vh[:r].half().contiguous()}
+    return {"u": u[:, :r].half().cpu().contiguous(), "s": s[:r].half().cpu().contiguous(),
+            "vh": vh[:r].half().cpu().contiguous()}
 
 
 def decode_lowrank(fields: dict[str, torch.Tensor], shape: Sequence[int]) -> torch.Tensor:
@@ -264,7 +286,10 @@ class CompressedDelta:
     """A compressed delta: per matrix, the stored fields of its codec.
 
     mode: ``sign`` (settings ``masks``), ``kbit`` (``bits``, ``group``) or ``lowrank`` (``rank``).
-    meta: free strings saved in the file's metadata (reference/fine-tuned weights sha256, specs).
+    meta: free strings saved in the file's metadata (reference/fine-tuned weights sha256, specs, rest).
+    rest: uncompressed tensors of the built checkpoint that differ from the reference (``rest.safetensors``).
+    tensors: every tensor of the built checkpoint → its dtype name, so :func:`apply_delta` rebuilds exactly
+        that state dict; empty when unknown (a bare :func:`compress`): then the reference's tensors.
     """
 
     mode: str
@@ -272,6 +297,8 @@ class CompressedDelta:
     shapes: dict[str, tuple[int, ...]]
     fields: dict[str, dict[str, torch.Tensor]]
     meta: dict[str, str] = field(default_factory=dict)
+    rest: dict[str, torch.Tensor] = field(default_factory=dict)
+    tensors: dict[str, str] = field(default_factory=dict)
 
     def decode(self, name: str) -> torch.Tensor:
         """Δ̂ of one matrix, fp32."""
@@ -294,28 +321,29 @@ class CompressedDelta:
 
     @property
     def payload_bytes(self) -> int:
-        """Bytes of the stored tensors (the file adds a small header)."""
+        """Bytes of the stored compressed tensors (the file adds a small header; ``rest`` not included)."""
         return sum(t.numel() * t.element_size() for f in self.fields.values() for t in f.values())
 
     def alphas(self) -> list[float]:
         return [float(a) for f in self.fields.values() for a in f.get("alpha", [])]
 
     def __eq__(self, other: object) -> bool:
-        import torch
-
         if not isinstance(other, CompressedDelta):
             return NotImplemented
-        if (self.mode, self.settings, self.meta) != (other.mode, other.settings, other.meta):
+        if (self.mode, self.settings, self.meta, self.tensors) != (other.mode, other.settings, other.meta,
+                                                                   other.tensors):
             return False
         if {k: tuple(v) for k, v in self.shapes.items()} != {k: tuple(v) for k, v in other.shapes.items()}:
             return False
-        for name, f in self.fields.items():
-            g = other.fields.get(name)
-            if g is None or set(f) != set(g):
-                return False
-            if not all(f[k].dtype == g[k].dtype and torch.equal(f[k], g[k]) for k in f):
-                return False
-        return set(self.fields) == set(other.fields)
+        if set(self.fields) != set(other.fields) or not _same_tensors(self.rest, other.rest):
+            return False
+        return all(_same_tensors(f, other.fields[name]) for name, f in self.fields.items())
+
+
+def _same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    import torch
+
+    return set(a) == set(b) and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
 
 
 def compress(
@@ -329,7 +357,10 @@ def compress(
     rank: int | None = None,
     meta: dict[str, str] | None = None,
 ) -> CompressedDelta:
-    """Δ = W_ft − W_ref for each named matrix, compressed by one codec (1-bit/masks, k-bit, or rank-r)."""
+    """Δ = W_ft − W_ref for each named matrix, compressed by one codec (1-bit/masks, k-bit, or rank-r).
+
+    Only the selected matrices: the ``rest`` and ``tensors`` of a built variant are filled in by the build.
+    """
     if bits is not None:
         mode, settings = "kbit", {"bits": bits, "group": group}
     elif rank is not None:
@@ -349,53 +380,125 @@ def compress(
     return CompressedDelta(mode, settings, shapes, fields, dict(meta or {}))
 
 
-def apply_delta(ref_state_dict: dict[str, torch.Tensor], delta: CompressedDelta) -> dict[str, torch.Tensor]:
-    """Ŵ = W_ref + Δ̂ for the compressed matrices (fp32); every other tensor is taken from the reference."""
-    out = dict(ref_state_dict)
-    for name in delta.names:
-        if name not in ref_state_dict:
-            raise KeyError(f"the reference has no tensor {name!r}")
-        out[name] = ref_state_dict[name].detach().float() + delta.decode(name)
+def apply_delta(ref: dict[str, torch.Tensor] | Path | str, delta: CompressedDelta) -> dict[str, torch.Tensor]:
+    """Rebuild the variant's state dict: Ŵ = W_ref + Δ̂ (fp32) for the compressed matrices, ``delta.rest``
+    for the uncompressed tensors that differ from the reference, the reference for the others.
+
+    ``ref`` is a state dict or a checkpoint directory; a directory's weights must hash to the delta's
+    ``reference_sha256`` (a delta applied to the wrong base gives a plausible but wrong model). When the
+    delta knows its checkpoint's tensors (every built variant), exactly those are returned, in their dtypes.
+    """
+    import torch
+
+    if not isinstance(ref, dict):
+        ref = load_reference(ref, delta.meta.get("reference_sha256"))
+    names = list(delta.tensors) or list(dict.fromkeys([*ref, *delta.rest, *delta.names]))
+    out = {}
+    for name in names:
+        if name in delta.shapes:
+            if name not in ref:
+                raise KeyError(f"the reference has no tensor {name!r}")
+            w = ref[name].detach()
+            t = w.float() + delta.decode(name).to(w.device)
+        elif name in delta.rest:
+            t = delta.rest[name]
+        elif name in ref:
+            t = ref[name]
+        else:
+            raise KeyError(f"the reference has no tensor {name!r} and the delta does not store it")
+        dtype = delta.tensors.get(name)
+        out[name] = t.to(getattr(torch, dtype)) if dtype else t
     return out
 
 
+def load_reference(path: Path | str, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """A checkpoint directory's safetensors weights as one state dict, after checking their hash."""
+    from safetensors.torch import load_file
+
+    from safetydrift.hashing import sha256_dir_weights
+
+    path = Path(path)
+    if expected_sha256 is not None:
+        got = sha256_dir_weights(path)
+        if got != expected_sha256:
+            raise ValueError(
+                f"{path} is not this delta's reference: its weights hash to {got[:16]}…, the delta was made "
+                f"against {expected_sha256[:16]}…"
+            )
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no .safetensors weights in {path} (apply_delta reads safetensors only)")
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        out.update(load_file(str(f)))
+    return out
+
+
+def rest_path(delta_path: Path | str) -> Path:
+    """Where the ``rest`` tensors of a delta file live: ``rest.safetensors`` beside ``delta.safetensors``,
+    ``<stem>.rest.safetensors`` beside any other name (two deltas in one directory do not collide)."""
+    p = Path(delta_path)
+    return p.with_name(REST_FILE) if p.name == DELTA_FILE else p.with_name(f"{p.stem}.rest.safetensors")
+
+
 def save_delta(path: Path | str, delta: CompressedDelta) -> int:
-    """Write ``delta`` as safetensors (``<name>.<field>`` tensors + JSON metadata); returns the file size."""
+    """Write ``delta`` as safetensors (``<name>.<field>`` tensors + JSON metadata), and its ``rest`` tensors
+    (if any) to :func:`rest_path`; returns the delta file's size (``delta_bytes``, rest not included)."""
     from safetensors.torch import save_file
 
-    tensors = {f"{name}.{k}": t.contiguous() for name, f in delta.fields.items() for k, t in f.items()}
+    tensors = {f"{name}.{k}": t.detach().cpu().contiguous() for name, f in delta.fields.items() for k, t in f.items()}
     metadata = {
         **delta.meta,
         "format": FORMAT,
         "mode": delta.mode,
         "settings": json.dumps(delta.settings, sort_keys=True),
         "shapes": json.dumps({k: list(v) for k, v in delta.shapes.items()}),
+        "rest_tensors": json.dumps(sorted(delta.rest)),
+        "tensors": json.dumps(delta.tensors),
     }
     save_file(tensors, str(path), metadata=metadata)
+    rp = rest_path(path)
+    if delta.rest:
+        save_file({k: t.detach().cpu().contiguous() for k, t in delta.rest.items()}, str(rp),
+                  metadata={"format": FORMAT, "delta_file": Path(path).name})
+    elif rp.exists():
+        rp.unlink()  # a stale rest file would be taken for this delta's
     return Path(path).stat().st_size
 
 
 def load_delta(path: Path | str) -> CompressedDelta:
+    """Inverse of :func:`save_delta`, ``rest`` tensors included."""
     from safetensors import safe_open
+    from safetensors.torch import load_file
 
     with safe_open(str(path), framework="pt") as f:
         metadata = dict(f.metadata() or {})
         if metadata.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a safetydrift delta file (format {metadata.get('format')!r})")
+            raise ValueError(f"{path}: not a {FORMAT} delta file (format {metadata.get('format')!r}); rebuild it")
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a mapping
     shapes = {k: tuple(v) for k, v in json.loads(metadata.pop("shapes")).items()}
     mode = metadata.pop("mode")
     settings = json.loads(metadata.pop("settings"))
+    rest_names = json.loads(metadata.pop("rest_tensors"))
+    checkpoint = json.loads(metadata.pop("tensors"))
     metadata.pop("format")
     fields: dict[str, dict[str, Any]] = {name: {} for name in shapes}
     for key, t in tensors.items():
         name, _, fld = key.rpartition(".")
         fields[name][fld] = t
-    return CompressedDelta(mode, settings, shapes, fields, metadata)
+    rest: dict[str, torch.Tensor] = {}
+    if rest_names:
+        rp = rest_path(path)
+        if not rp.is_file():
+            raise FileNotFoundError(f"{path}: its {len(rest_names)} uncompressed tensors should be in {rp}")
+        rest = load_file(str(rp))
+        if sorted(rest) != rest_names:
+            raise ValueError(f"{rp} does not hold the tensors {path} lists (another delta's rest file?)")
+    return CompressedDelta(mode, settings, shapes, fields, metadata, rest, checkpoint)
 
 
 def delta_file_info(path: Path | str) -> dict[str, Any]:
-    """Sizes of a stored delta without loading its tensors (for ``inspect``)."""
+    """Sizes of a stored delta (and its rest file) without loading tensors (for ``inspect``)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -403,6 +506,8 @@ def delta_file_info(path: Path | str) -> dict[str, Any]:
     shapes = json.loads(metadata.get("shapes", "{}"))
     n = sum(math.prod(s) for s in shapes.values())
     size = Path(path).stat().st_size
+    rp = rest_path(path)
+    n_rest = len(json.loads(metadata.get("rest_tensors", "[]")))
     return {
         "mode": metadata.get("mode"),
         "settings": json.loads(metadata.get("settings", "{}")),
@@ -411,6 +516,9 @@ def delta_file_info(path: Path | str) -> dict[str, Any]:
         "delta_bytes": size,
         "delta_fp16_bytes": 2 * n,
         "bits_per_weight": 8 * size / n if n else None,
+        "rest": metadata.get("rest"),
+        "rest_tensors": n_rest,
+        "rest_bytes": rp.stat().st_size if n_rest and rp.is_file() else 0,
         "reference_sha256": metadata.get("reference_sha256"),
     }
 
@@ -446,7 +554,8 @@ def attach_healable(model: Any, name: str, w_ref: torch.Tensor, signs: torch.Ten
     if attr != "weight":
         raise UnsupportedError(f"bitdelta healing only wraps '.weight' tensors, not {name!r}")
     module = model.get_submodule(path)
-    healable = _healable_cls()(w_ref, signs, alpha)
+    # signs and α are decoded on the CPU; the forward runs where W_ref (the model) lives
+    healable = _healable_cls()(w_ref, signs.to(w_ref.device), alpha.to(w_ref.device))
     del module._parameters["weight"]
     module.add_module("bitdelta", healable)
     module.weight = healable().detach()  # a plain tensor until the first forward recomputes it
@@ -532,6 +641,8 @@ class HealResult:
     loss_curve: list[dict[str, float]]
     mse_before: float
     mse_after: float
+    mse_held_out: bool = False  # mse_* measured on calibration texts never trained on
+
 
 
 def heal_scales(
@@ -552,7 +663,9 @@ def heal_scales(
     """Scale distillation: train the α's only, min_α mean‖z_ft − z_α‖² on calibration text.
 
     ``student`` is modified in place (its selected weights become HealableDelta modules and are restored
-    as plain parameters holding W_ref + Σ α_i·S_i at the end); the healed α's are returned.
+    as plain parameters holding W_ref + Σ α_i·S_i at the end); the healed α's are returned (on the CPU).
+    With at least 2·batch texts, the last ``batch`` are held out: mse_before/after are measured on them, so
+    they say whether healing generalises rather than how well it fit its own batches.
     """
     import torch
     from tqdm.auto import tqdm
@@ -601,7 +714,9 @@ def heal_scales(
         b = {k: v.to(device) for k, v in pad(idx).items()}
         return masked_logit_mse(student(**b).logits, teacher_logits(idx, b), b["attention_mask"])
 
-    fixed = list(range(min(batch, len(ids))))  # "the calibration batch"
+    held_out = len(ids) >= 2 * batch
+    n_train = len(ids) - batch if held_out else len(ids)
+    fixed = list(range(n_train, len(ids))) if held_out else list(range(min(batch, len(ids))))
     with torch.no_grad():
         mse_before = float(loss_on(fixed))
     params = [h.alpha for h in healables.values()]
@@ -609,7 +724,7 @@ def heal_scales(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     curve: list[dict[str, float]] = []
     student.train(False)
-    batches = _batches(len(ids), min(batch, len(ids)), seed)
+    batches = _batches(n_train, min(batch, n_train), seed)
     bar = tqdm(range(steps), desc="bitdelta healing", disable=not progress, leave=False)
     for step in bar:
         loss = loss_on(next(batches))
@@ -622,11 +737,11 @@ def heal_scales(
         bar.set_postfix(loss=f"{value:.3e}")
     with torch.no_grad():
         mse_after = float(loss_on(fixed))
-    alphas = {name: h.alpha.detach().clone() for name, h in healables.items()}
+    alphas = {name: h.alpha.detach().cpu().clone() for name, h in healables.items()}
     for name, h in healables.items():
         with torch.no_grad():
             detach_healable(student, name, h().detach())
-    return HealResult(alphas, curve, mse_before, mse_after)
+    return HealResult(alphas, curve, mse_before, mse_after, held_out)
 
 
 # ---------------------------------------------------------------------------------- checkpoints
@@ -644,6 +759,60 @@ def save_checkpoint(model: Any, src_dir: Path, out_dir: Path) -> Path:
             shutil.copy2(f, out_dir / f.name)
     model.save_pretrained(str(out_dir))
     return out_dir
+
+
+_ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}  # header codes
+_ST_DTYPES.update({v: v for v in list(_ST_DTYPES.values())})  # some safetensors versions report torch names
+
+
+@contextlib.contextmanager
+def _open_weights(path: Path) -> Iterator[dict[str, Any]]:
+    """name → open safetensors handle, over a checkpoint directory's ``*.safetensors`` (read lazily)."""
+    from safetensors import safe_open
+
+    with contextlib.ExitStack() as stack:
+        index: dict[str, Any] = {}
+        for f in sorted(Path(path).glob("*.safetensors")):
+            handle = stack.enter_context(safe_open(str(f), framework="pt"))
+            index.update(dict.fromkeys(handle.keys(), handle))
+        yield index
+
+
+def checkpoint_rest(
+    ckpt_dir: Path, compressed: Iterable[str], ref_dir: Path, ft_dir: Path, ref_state: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(the saved checkpoint's uncompressed tensors that the reference cannot give back, every tensor's dtype).
+
+    Compared with the reference's safetensors files, which is what :func:`apply_delta` reads (with
+    ``ref_state`` if it has none). A stored tensor is narrowed to the fine-tuned checkpoint's own dtype
+    when that round-trips exactly: the fp32 checkpoint only upcast it, so nothing is lost.
+    """
+    import torch
+
+    compressed = set(compressed)
+    rest: dict[str, torch.Tensor] = {}
+    dtypes: dict[str, str] = {}
+    with _open_weights(ckpt_dir) as ckpt, _open_weights(ref_dir) as ref_disk, _open_weights(ft_dir) as ft_disk:
+        if not ckpt:
+            raise FileNotFoundError(f"no .safetensors weights in {ckpt_dir}")
+        for name, handle in ckpt.items():
+            t = handle.get_tensor(name)
+            dtypes[name] = str(t.dtype).removeprefix("torch.")
+            if name in compressed:
+                continue
+            if ref_disk:
+                r = ref_disk[name].get_tensor(name) if name in ref_disk else None
+            else:
+                r = ref_state.get(name)
+            if r is not None and r.shape == t.shape and torch.equal(r.detach().cpu().to(t.dtype), t):
+                continue
+            own = _ST_DTYPES.get(ft_disk[name].get_slice(name).get_dtype()) if name in ft_disk else None
+            if own and t.is_floating_point() and getattr(torch, own) != t.dtype:
+                narrow = t.to(getattr(torch, own))
+                if torch.equal(narrow.to(t.dtype), t):
+                    t = narrow
+            rest[name] = t.contiguous()
+    return rest, dtypes
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -684,9 +853,9 @@ class BitDelta(Transform):
         if len(chosen) > 1:
             raise SpecError(f"bitdelta: choose one of bits=, masks=, rank= (got {' and '.join(chosen)})")
         self.bits = s.get_int("bits")
-        self.masks = s.get_int("masks", 1) or 1
+        self.masks = s.get_int("masks", 1)
         self.rank = s.get_int("rank")
-        self.group = s.get_int("group", 128) or 128
+        self.group = s.get_int("group", 128)
         if self.bits is not None and not 2 <= self.bits <= 8:
             raise SpecError(f"bitdelta: bits={self.bits} (expected 2..8; 1 bit is the default mode)")
         if "group" in s.args and self.bits is None:
@@ -700,13 +869,14 @@ class BitDelta(Transform):
         if self.heal and self.mode != "sign":
             raise SpecError("bitdelta: heal=true trains the 1-bit scales; bits= and rank= have none (use heal=false)")
         self.steps = s.get_int("steps", 50)
-        self.batch = s.get_int("batch", 4) or 4
-        self.max_len = s.get_int("max_len", 128) or 128
+        self.batch = s.get_int("batch", 4)
+        self.max_len = s.get_int("max_len", 128)
         self.lr = s.get_float("lr", 1e-4)
-        self.calib = s.get_int("calib", 64) or 64
-        self.seed = s.get_int("seed", 0) or 0
-        if self.steps is None or self.steps < 0 or self.batch < 1 or self.calib < 1:
-            raise SpecError("bitdelta: steps >= 0, batch >= 1 and calib >= 1 please")
+        self.calib = s.get_int("calib", 64)
+        self.seed = s.get_int("seed", 0)
+        if self.steps is None or self.steps < 0 or self.batch < 1 or self.calib < 1 or self.max_len < 1:
+            raise SpecError("bitdelta: steps >= 0, batch >= 1, max_len >= 1 and calib >= 1 please")
+        self.format = ARTIFACT_FORMAT  # a resolved setting: part of the artifact cache key
         self._ref_cache: tuple[ResolvedModel, str] | None = None
 
     # ------------------------------------------------------------------------------ reference
@@ -718,10 +888,10 @@ class BitDelta(Transform):
         if how == "auto":
             steps = [_step_name(m) for m in lineage]
             last_ft = max((i for i, n in enumerate(steps) if n in FINETUNE_STEPS), default=None)
-            if last_ft is None:
-                ref, why = lineage[0], "auto: no finetune step in the chain, so the chain's first model"
-            else:
-                ref, why = lineage[last_ft - 1], f"auto: the model before the last finetune step (#{last_ft})"
+            if last_ft is None:  # lineage[0] may well be the fine-tune itself (hf:/ft>bitdelta): Δ = 0
+                raise SpecError("bitdelta: ref=auto needs a finetune step in the chain; pass ref=base, "
+                                "ref=<index> or ref=[<recipe of the base model>]")
+            ref, why = lineage[last_ft - 1], f"auto: the model before the last finetune step (#{last_ft})"
         elif how == "base":
             ref, why = lineage[0], "base: the chain's first model"
         elif how == "parent":
@@ -764,6 +934,8 @@ class BitDelta(Transform):
         ref_model, _ = load_hf(ref.path, device)
         ft_params = {n: p.detach() for n, p in model.named_parameters()}
         ref_params = {n: p.detach().clone() for n, p in ref_model.named_parameters()}
+        # + buffers and tied aliases: what the rest is compared with if the reference has no safetensors
+        ref_state = {n: ref_params.get(n, t.detach()) for n, t in ref_model.state_dict().items()}
         del ref_model
         names = select_matrices(ft_params.items(), self.include, self.exclude)
         if not names:
@@ -775,7 +947,7 @@ class BitDelta(Transform):
                         f"bitdelta: reference '{ref.spec}' does not match the fine-tuned model at {n!r}"
                     )
         meta = {"reference_sha256": ref_sha, "reference_spec": ref.spec, "finetuned_sha256": ft_sha,
-                "finetuned_spec": parent.spec, "sign_zero": "+1"}
+                "finetuned_spec": parent.spec, "sign_zero": "+1", "rest": self.rest}
         delta = compress(ref_params, ft_params, names, masks=self.masks, bits=self.bits, group=self.group,
                          rank=self.rank, meta=meta)
         init_alphas = delta.alphas()
@@ -800,15 +972,19 @@ class BitDelta(Transform):
             healing = {"enabled": True, "steps": self.steps, "batch": self.batch, "max_len": self.max_len,
                        "lr": self.lr, "schedule": "cosine", "optimizer": "AdamW(weight_decay=0)",
                        "calibration_texts": len(texts), "seed": self.seed,
-                       "mse_before": res.mse_before, "mse_after": res.mse_after}
+                       "mse_before": res.mse_before, "mse_after": res.mse_after,
+                       "mse_batch": "held-out" if res.mse_held_out else "training"}
 
         # Ŵ = W_ref + Δ̂, one code path for every mode (the same as apply_delta)
         with torch.no_grad():
             params = dict(model.named_parameters())
             for n in names:
-                params[n].copy_(ref_params[n].float() + delta.decode(n))
+                params[n].copy_(ref_params[n].float() + delta.decode(n).to(ref_params[n].device))
         hf_dir = save_checkpoint(model, Path(parent.path), out_dir / HF_SUBDIR)
+        # what the delta alone cannot rebuild, read back from the saved checkpoint (what is evaluated)
+        delta.rest, delta.tensors = checkpoint_rest(hf_dir, names, Path(ref.path), Path(parent.path), ref_state)
         delta_bytes = save_delta(out_dir / DELTA_FILE, delta)
+        rest_bytes = rest_path(out_dir / DELTA_FILE).stat().st_size if delta.rest else 0
 
         n_el = delta.n_elements
         alphas = delta.alphas()
@@ -835,11 +1011,14 @@ class BitDelta(Transform):
             "delta_file": DELTA_FILE,
             "delta_bytes": delta_bytes,
             "delta_fp16_bytes": 2 * n_el,
-            "bits_per_weight": 8 * delta_bytes / n_el,
+            "bits_per_weight": 8 * delta_bytes / n_el,  # over the compressed matrices, rest excluded
+            "rest_file": REST_FILE if delta.rest else None,
+            "rest_tensors": len(delta.rest),
+            "rest_bytes": rest_bytes,
             "checkpoint_dtype": "float32",
         }
-        return BuildResult(kind="hf", path=hf_dir, provenance=provenance, loss_curve=curve,
-                           extra_files={DELTA_FILE: delta_bytes})
+        extra = {DELTA_FILE: delta_bytes, **({REST_FILE: rest_bytes} if delta.rest else {})}
+        return BuildResult(kind="hf", path=hf_dir, provenance=provenance, loss_curve=curve, extra_files=extra)
 
     def describe_mode(self) -> str:
         if self.mode == "kbit":

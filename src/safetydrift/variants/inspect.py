@@ -13,7 +13,9 @@ Keys of :func:`inspect_variant`'s dict (JSON-serialisable):
   scales and headers included), and for GGUF files (over all tensors);
 - bitdelta (any variant with a stored ``delta.safetensors``): ``delta_bytes`` (the packed delta as
   stored, file size), ``delta_fp16_bytes`` (2 bytes × the same matrices' elements),
-  ``delta_compression_ratio`` (their quotient), ``delta_mode``;
+  ``delta_compression_ratio`` (their quotient), ``delta_mode``, and ``rest_bytes``: the
+  ``rest.safetensors`` of uncompressed tensors that differ from the reference (0 if none), also needed
+  to rebuild the variant, so its stored size is delta_bytes + rest_bytes;
 - with ``metrics=True`` on local weights (hf checkpoints through transformers, GGUF files through
   llama.cpp, as served): ``ppl`` (perplexity on the fixed benign sample
   ``analysis.metrics.BENIGN_TEXTS``), ``parent_ppl`` and ``kl_to_parent`` (mean next-token
@@ -69,6 +71,7 @@ def inspect_variant(recipe: str | Recipe, ctx: Context, metrics: bool = True) ->
                 delta_bytes=d["delta_bytes"],
                 delta_fp16_bytes=d["delta_fp16_bytes"],
                 delta_compression_ratio=d["delta_fp16_bytes"] / d["delta_bytes"] if d["delta_bytes"] else None,
+                rest_bytes=d["rest_bytes"],
                 bits_per_weight=d["bits_per_weight"],
             )
     if model.kind == "gguf" and model.path is not None and "bits_per_weight" not in info:
