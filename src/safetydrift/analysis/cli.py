@@ -31,8 +31,9 @@ def _logitlens_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refusal-words", default=None, help="'+'-separated refusal openings (default: I+Sorry+As+…)")
     p.add_argument("--compliance-words", default=None,
                    help="'+'-separated compliance openings (default: Sure+Here+Certainly+…)")
-    p.add_argument("--no-leading-space", action="store_true",
-                   help="count only space-less first tokens (' I' is frequent mid-sentence, rarely a response start)")
+    p.add_argument("--leading-space", action=argparse.BooleanOptionalAction, default=False,
+                   help="also count ' I', ' Sure', … (off: the generation prompt ends with a newline, and ' I' is "
+                        "a frequent mid-sentence token); on for a template whose response follows a space")
     p.add_argument("--system-prompt", default=None)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -77,7 +78,7 @@ def _logitlens(args: argparse.Namespace) -> int:
     results = run_logitlens(
         args.model, items, ctx, refusal_words=refusal, compliance_words=compliance, top_k=args.top_k,
         system_prompt=args.system_prompt, batch_size=args.batch_size, dtype=args.dtype, norm_path=args.norm_path,
-        leading_space=not args.no_leading_space,
+        leading_space=args.leading_space,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +92,7 @@ def _logitlens(args: argparse.Namespace) -> int:
             "system_prompt": args.system_prompt,
             "refusal_words": list(refusal or DEFAULT_REFUSAL_WORDS),
             "compliance_words": list(compliance or DEFAULT_COMPLIANCE_WORDS),
-            "leading_space": not args.no_leading_space,
+            "leading_space": args.leading_space,
             "batch_size": args.batch_size,
             "dtype": args.dtype,
         },

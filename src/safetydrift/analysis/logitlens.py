@@ -14,9 +14,13 @@ is read out through the model's own final norm and unembedding:
 reported as the mean over prompts (per-prompt values are kept), together with the top-k tokens of the
 prompt-averaged distribution  p̄_ℓ = mean_x p_ℓ(x)  for a heatmap.
 
-The final layer. transformers' ``hidden_states[-1]`` is *not* the last layer's raw residual for
-Llama/Qwen/Mistral…: it is overwritten with ``last_hidden_state``, which has already been through the
-final norm, so norming it again would apply the norm twice. We therefore never use ``hidden_states[-1]``:
+Which residual is h_ℓ. For ℓ < L, h_ℓ = ``hidden_states[ℓ]``: the embedding output (ℓ = 0), then the
+output of decoder layer ℓ (the tests check each against a forward hook on ``model.model.layers[ℓ-1]``).
+The number of readouts is ``len(hidden_states)``, not the config's ``num_hidden_layers`` (multimodal
+configs nest it in ``text_config``); where the (text) config states a layer count it is only cross-checked.
+The final layer: transformers usually overwrites ``hidden_states[-1]`` with ``last_hidden_state``, which
+has already been through the final norm (unless ``config.tie_last_hidden_states`` is off), so norming it
+would apply the norm twice or not, depending on the model. We therefore never use ``hidden_states[-1]``:
 a forward hook on the final norm module captures its *input* (the raw residual h_L), and h_L goes through
 the same ``norm_final`` → ``W_U`` path as every other layer. Hence p_L is, by construction, the model's
 real next-token distribution; each run checks this against the model's actual logits and records the
@@ -24,8 +28,12 @@ largest difference (``final_layer_max_abs_diff``), and the tests require it to b
 
 Caveat on the token sets: a first token is only a proxy for what the answer does. "I" starts "I'm sorry"
 and also "I'd be happy to help", "As" starts "As an AI…" and "As a first step…", "No" starts "No problem".
-The sets are configurable, a token in both sets is dropped from both, and a tokenizer that splits words
-into bytes (the tiny test tokenizer) collapses many words onto one token.
+Only a word's first token counts ("Unfortunately" → "Un" in many BPE vocabularies, and "Un" also starts
+"Understood"). The sets are configurable, a token in both sets is dropped from both (so no mass is
+counted twice), and a tokenizer that splits words into bytes (the tiny test tokenizer) collapses many
+words onto one token. Leading-space variants (" I") are off by default: the generation prompt of the
+usual chat templates ends with a newline, so a response's first token has no leading space, while
+" I"/" To"/" As" are frequent mid-sentence tokens (see ``first_token_ids``).
 """
 
 from __future__ import annotations
@@ -102,15 +110,20 @@ def _response_prefix(tok: Any) -> str | None:
         return None
 
 
-def first_token_ids(tok: Any, word: str, leading_space: bool = True) -> set[int]:
+def first_token_ids(tok: Any, word: str, leading_space: bool = False) -> set[int]:
     """First token ids of ``word`` as a response may start with it.
 
-    Three encodings: in context (right after the generation prompt — what the model actually emits),
-    bare ``word`` and ``" " + word`` (SentencePiece/byte-level tokenizers may mark a leading space). A
-    first token that is only whitespace is skipped: it says nothing about refusal or compliance.
-    ``leading_space=False`` keeps the in-context and bare encodings only: with byte-level BPE (Llama 3,
-    SmolLM, Qwen) a response never starts with a space, and " I" is a frequent mid-sentence token whose
-    intermediate-layer mass is not a refusal signal.
+    Only the *first* token of each encoding is kept, because the lens reads one next-token distribution:
+    a multi-token word stands for its first piece ("Unfortunately" → "Un"), which may also start other
+    words. ``token_sets`` drops a piece claimed by both the refusal and compliance sets.
+
+    Encodings: in context (right after the generation prompt — what the model actually emits) and bare
+    ``word``; SentencePiece tokenizers (Llama 2, Mistral) usually mark a word start ("▁I") even bare.
+    ``leading_space=True`` adds ``" " + word``, for chat templates whose response follows a space. It is
+    off by default: the usual templates end the generation prompt with a newline, so with byte-level BPE
+    (Llama 3, SmolLM, Qwen) a response never starts with a space, and " I" is a frequent mid-sentence
+    token whose intermediate-layer mass is not a refusal signal. A first token that is only whitespace is
+    skipped: it says nothing about refusal or compliance.
     """
     ids: set[int] = set()
 
@@ -133,7 +146,7 @@ def token_sets(
     tok: Any,
     refusal_words: Sequence[str] | None = None,
     compliance_words: Sequence[str] | None = None,
-    leading_space: bool = True,
+    leading_space: bool = False,
 ) -> tuple[list[int], list[int]]:
     """(refusal ids, compliance ids): sorted, deduplicated, and disjoint (shared ids dropped from both)."""
     rw = DEFAULT_REFUSAL_WORDS if refusal_words is None else refusal_words
@@ -226,6 +239,35 @@ def token_label(s: str, width: int = 12) -> str:
     return label if len(label) <= width else label[: width - 1] + "…"
 
 
+def _position_ids_support(model: Any) -> bool | None:
+    """Whether ``model.forward`` takes ``position_ids``: True if named, None if it may via ``**kwargs``.
+
+    Decorated, hooked (accelerate) and remote-code forwards often take everything through ``**kwargs``;
+    such a model is tried with position ids first (see ``logit_lens``), since without them positions
+    count left padding and results depend on the batch.
+    """
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # no introspectable signature
+        return None
+    if "position_ids" in params:
+        return True
+    return None if any(q.kind is inspect.Parameter.VAR_KEYWORD for q in params.values()) else False
+
+
+def _declared_layers(model: Any) -> int | None:
+    """The decoder layer count the (text) config declares, if any — only a cross-check of hidden_states."""
+    cfg = getattr(model, "config", None)
+    get_text = getattr(cfg, "get_text_config", None)
+    if callable(get_text):
+        try:
+            cfg = get_text(decoder=True)
+        except TypeError:
+            cfg = get_text()
+    n = getattr(cfg, "num_hidden_layers", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+
 def logit_lens(
     model: Any,
     tok: Any,
@@ -243,7 +285,10 @@ def logit_lens(
     """LogitLens of ``model`` at the first response position of each prompt (see the module docstring).
 
     Prompts are rendered with ``render_chat`` (as generation does), left-padded and batched; position ids
-    are computed from the attention mask, so the result does not depend on ``batch_size``. ``progress``
+    are computed from the attention mask and passed whenever ``forward`` accepts them (named, or through
+    ``**kwargs`` unless that raises), so the result does not depend on ``batch_size``; ``meta`` records
+    whether they were passed. An id in both ``refusal_ids`` and ``compliance_ids`` is dropped from both
+    (as ``token_sets`` does), so no probability is counted as refusal and compliance at once. ``progress``
     is called with the number of prompts done after each batch.
     """
     import torch
@@ -261,13 +306,16 @@ def logit_lens(
     cap = _softcap(model)
     device = next(model.parameters()).device
     dtype = next(unembed.parameters()).dtype
-    n_layers = int(model.config.num_hidden_layers) + 1
     vocab = int(unembed.weight.shape[0])
-    r_idx = torch.tensor(sorted(set(refusal_ids)), dtype=torch.long)
-    c_idx = torch.tensor(sorted(set(compliance_ids)), dtype=torch.long)
-    if (r_idx >= vocab).any() or (c_idx >= vocab).any():
+    r_set, c_set = {int(i) for i in refusal_ids}, {int(i) for i in compliance_ids}
+    shared = sorted(r_set & c_set)
+    r_idx = torch.tensor(sorted(r_set - c_set), dtype=torch.long)
+    c_idx = torch.tensor(sorted(c_set - r_set), dtype=torch.long)
+    if any(i < 0 or i >= vocab for i in r_set | c_set):
         raise SafetyDriftError("logitlens: a token id is outside the LM head's vocabulary")
-    accepts_pos = "position_ids" in inspect.signature(model.forward).parameters
+    accepts_pos = _position_ids_support(model)  # None: only **kwargs, settled by the first call
+    declared = _declared_layers(model)
+    n_layers: int | None = None  # len(hidden_states), known after the first batch
 
     def lens(h: torch.Tensor) -> torch.Tensor:
         """p = softmax(W_U · norm_final(h)) for h of shape [..., hidden]."""
@@ -285,7 +333,7 @@ def logit_lens(
     texts = [render_chat(tok, _conversation(p), system_prompt) for p in prompts]
     r_rows: list[list[float]] = []
     c_rows: list[list[float]] = []
-    p_sum = torch.zeros(n_layers, vocab, dtype=torch.float64)
+    p_sum: torch.Tensor | None = None
     max_diff = 0.0
     old_side = tok.padding_side
     tok.padding_side = "left"  # the last column is every prompt's last token
@@ -296,17 +344,35 @@ def logit_lens(
                       add_special_tokens=False)
             ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
             kw: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "output_hidden_states": True}
-            if accepts_pos:  # as generate() does: positions count real tokens only
+            if accepts_pos is not False:  # as generate() does: positions count real tokens only
                 kw["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
             captured.clear()
             with torch.no_grad():
-                out = model(**kw, use_cache=False)
+                try:
+                    out = model(**kw, use_cache=False)
+                except TypeError as e:
+                    if accepts_pos is not None or "position_ids" not in str(e):
+                        raise
+                    accepts_pos = False  # **kwargs did not reach a parameter of that name
+                    del kw["position_ids"]
+                    captured.clear()
+                    out = model(**kw, use_cache=False)
+                accepts_pos = "position_ids" in kw
                 hs = out.hidden_states
-                if len(hs) != n_layers:
-                    raise UnsupportedError(f"logitlens: got {len(hs)} hidden states, expected {n_layers}")
+                if n_layers is None:
+                    n_layers = len(hs)
+                    # a model that does not record the embeddings would shift every layer by one
+                    if n_layers < 2 or (declared is not None and n_layers != declared + 1):
+                        raise UnsupportedError(
+                            f"logitlens: got {n_layers} hidden states for {declared} declared layers "
+                            "(expected the embeddings plus one per layer)"
+                        )
+                    p_sum = torch.zeros(n_layers, vocab, dtype=torch.float64)
+                elif len(hs) != n_layers:
+                    raise UnsupportedError(f"logitlens: got {len(hs)} hidden states, then {n_layers}")
                 if "h_L" not in captured:
                     raise UnsupportedError(f"logitlens: the final norm ({norm_where}) was not called")
-                # h_0 … h_{L-1} from hidden_states; h_L is the final norm's input (hidden_states[-1] is normed)
+                # h_0 … h_{L-1} from hidden_states; h_L is the norm input (hidden_states[-1] may be normed)
                 h = torch.stack([x[:, -1, :] for x in hs[:-1]] + [captured["h_L"]])  # [L+1, B, H]
                 p = lens(h)  # [L+1, B, V]
                 real = torch.softmax(out.logits[:, -1, :].float(), dim=-1)
@@ -315,6 +381,7 @@ def logit_lens(
             c_mass = p[:, :, c_idx.to(p.device)].sum(-1) if len(c_idx) else torch.zeros(p.shape[:2])
             r_rows.extend(r_mass.T.tolist())
             c_rows.extend(c_mass.T.tolist())
+            assert p_sum is not None
             p_sum += p.sum(1).double().cpu()
             del out, hs, h, p
             if progress is not None:
@@ -323,6 +390,7 @@ def logit_lens(
         handle.remove()
         tok.padding_side = old_side
 
+    assert n_layers is not None and p_sum is not None
     n = len(texts)
     p_mean = p_sum / n
     top_p, top_i = p_mean.topk(min(top_k, vocab), dim=-1)
@@ -355,8 +423,10 @@ def logit_lens(
             "logit_softcapping": cap,
             "top_k": top_k,
             "system_prompt": system_prompt,
+            "position_ids": bool(accepts_pos),  # False: positions may count left padding (batch-dependent)
+            "dropped_shared_ids": shared,
             "position": "last prompt token (first response token's distribution)",
-            "last_layer": "input of the final norm (hook), not hidden_states[-1] (already normed)",
+            "last_layer": "input of the final norm (hook), not hidden_states[-1] (usually already normed)",
         },
     )
 
@@ -374,7 +444,7 @@ def run_logitlens(
     batch_size: int = 8,
     dtype: str = "float32",
     norm_path: str | None = None,
-    leading_space: bool = True,
+    leading_space: bool = False,
     show_progress: bool = True,
 ) -> dict[str, LensResult]:
     """LogitLens for each recipe in turn (resolved/built via ``ctx.resolve``), one model in memory at a time.
@@ -412,6 +482,11 @@ def run_logitlens(
                 )
                 res.meta.update(path=str(resolved.path), weights_sha256=resolved.weights_sha256, dtype=dtype,
                                 leading_space=leading_space)
+                if not res.meta["position_ids"] and batch_size > 1:
+                    ctx.log(
+                        f"[yellow]logitlens: '{recipe}' does not take position_ids: with left padding its "
+                        "positions may count pad tokens, so results can depend on --batch-size[/yellow]"
+                    )
                 if res.final_layer_max_abs_diff > 1e-3:
                     ctx.log(
                         f"[yellow]logitlens: '{recipe}': last-layer lens differs from the model's logits by "
