@@ -146,10 +146,34 @@ def test_convert_rejects_unknown_outtype(tmp_path: Path) -> None:
 def test_converter_fetch_failure_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # offline: pip download must fail fast
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    monkeypatch.setenv("SAFETYDRIFT_TOOLS", str(tmp_path / "no-tools"))  # and no sdist from the install step
     with pytest.raises(eng.ConverterUnavailableError, match="cannot fetch llama.cpp's converter") as err:
         eng.ensure_converter(tmp_path / "cache", version="0.3.36")
     assert isinstance(err.value, RuntimeError)
     assert "\n" not in str(err.value)
+
+
+def test_converter_comes_from_the_install_steps_sdist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty artifact cache must not mean a new download: setup-llamacpp.sh keeps the sdist it built."""
+    import io
+    import tarfile
+
+    tools = tmp_path / "tools"
+    (tools / "llamacpp").mkdir(parents=True)
+    root = "llama_cpp_python-9.9.9/vendor/llama.cpp"
+    with tarfile.open(tools / "llamacpp" / "llama_cpp_python-9.9.9.tar.gz", "w:gz") as tf:
+        for name, text in ((f"{root}/convert_hf_to_gguf.py", "print('converter')\n"),
+                           (f"{root}/gguf-py/gguf/__init__.py", ""), (f"{root}/README.md", "not unpacked")):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    monkeypatch.setenv("SAFETYDRIFT_TOOLS", str(tools))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # a download attempt would fail
+    script = eng.ensure_converter(tmp_path / "cache", version="9.9.9")
+    assert script.read_text() == "print('converter')\n"
+    assert (script.parent / "gguf-py" / "gguf" / "__init__.py").is_file() and not (script.parent / "README.md").exists()
+    assert script.is_relative_to(tmp_path / "cache")
 
 
 @needs_llama

@@ -23,6 +23,20 @@ def default_cache_dir() -> Path:
     return Path(user_cache_dir("safetydrift"))
 
 
+def tools_dir() -> Path:
+    """Where the install step puts tools that runs use but never build (llama.cpp's converter sdist).
+
+    Kept apart from the artifact cache: an empty cache means "rebuild every variant", not "download the
+    toolchain again". ``SAFETYDRIFT_TOOLS`` overrides it.
+    """
+    env = os.environ.get("SAFETYDRIFT_TOOLS")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("safetydrift"))
+
+
 @dataclass
 class Context:
     """Where artifacts live, where messages go, and how nested specs are turned into objects."""
