@@ -73,6 +73,7 @@ class LensConfig:
     limit: int = 10
     variants: list[str] = field(default_factory=list)
     top_k: int = 5
+    leading_space: bool = False  # also count " I", " Sure"… (for templates whose response follows a space)
 
 
 @dataclass
@@ -642,7 +643,7 @@ def _logitlens(exp: Experiment, out: Path, ctx: Context) -> dict[str, Any]:
     prompts = [it.prompt for it in ds.items[: lens.limit]]
     recipes = {exp.variant(n).recipe: n for n in lens.variants}
     hf = [r for r in recipes if ctx.resolve(r).kind == "hf"]
-    results = run_logitlens(hf, prompts, ctx, top_k=lens.top_k)
+    results = run_logitlens(hf, prompts, ctx, top_k=lens.top_k, leading_space=lens.leading_space)
     named = {recipes[r]: res for r, res in results.items()}
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
