@@ -216,3 +216,16 @@ def test_partial_exp(tmp_path: Path) -> None:
     text = html.read_text(encoding="utf-8")
     assert "<b>a</b>" in text and 'id="explorer"' in text
     assert (tmp_path / "tables" / "headline.csv").exists()
+
+
+def test_degenerate_intervals_are_not_shown_as_certainty() -> None:
+    from safetydrift.report.experiment_report import _diff_view
+
+    same = _diff_view({"diff": 0.0, "diff_ci": [0.0, 0.0], "b01": 0, "b10": 0, "p_exact": 1.0, "p_holm": 1.0})
+    assert same["diff"] == "±0 (no discordant pairs)" and "[" not in same["diff"]
+    moved = _diff_view({"diff": -0.3, "diff_ci": [-0.5, -0.1], "b01": 0, "b10": 3, "rrr": 1.0, "rrr_ci": [1.0, 1.0],
+                        "p_exact": 0.25, "p_holm": 0.25})
+    assert "[-50.0, -10.0]" in moved["diff"] and moved["rrr"] == "100% (CI degenerate)"
+    some = _diff_view({"diff": -0.3, "diff_ci": [-0.5, -0.1], "b01": 1, "b10": 4, "rrr": 0.6, "rrr_ci": [0.2, 0.9],
+                       "p_exact": 0.4, "p_holm": 0.4})
+    assert some["rrr"] == "60% [20% – 90%]"

@@ -110,6 +110,10 @@ def test_run_experiment_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
         ({"executor": "slurm"}, DataError, "unknown executor"),
         ({"variants": []}, DataError, "non-empty mapping"),
         ({"expect": [{"variant": "nope", "asr": "up"}]}, DataError, r"expect\[0\]: unknown variant 'nope'"),
+        ({"variants": {"a": "tiny-random", "b": "tiny-random:seed=1",
+                       "qa": {"recipe": "tiny-random>quantize:method=rtn", "reference": "a", "family": "q"},
+                       "qb": {"recipe": "tiny-random:seed=1>quantize:method=rtn", "reference": "b", "family": "q"}}},
+         DataError, "family 'q' mixes variants with different references"),
     ],
 )
 def test_bad_experiments(patch: dict, err: type, msg: str) -> None:

@@ -493,3 +493,43 @@ def test_compare_paired_switches_to_the_clustered_test():
     assert clustered["p_exact"] > plain["p_exact"]
     with pytest.raises(ValueError):
         sd.compare_paired(a, b, clusters=[0, 1])
+
+
+def test_wilson_clustered_is_plain_wilson_without_clustering():
+    y = [1, 0, 1, 1, 0, 0, 1]
+    out = sd.wilson_ci_clustered(y, [1] * 7)
+    assert out["ci"] == sd.wilson_ci(4, 7) and out["deff"] == 1.0
+    # identical units per item and no between-item spread beyond binomial: never narrower than plain
+    even = sd.wilson_ci_clustered([1, 1, 1, 1], [3, 3, 3, 3])
+    assert even["ci"] == sd.wilson_ci(4, 12)
+    with pytest.raises(ValueError):
+        sd.wilson_ci_clustered([3], [2])
+
+
+def test_sim_wilson_clustered_coverage():
+    """50 prompts × 6 templates with heterogeneous prompts (Beta(0.6, 1.4), mean 0.3)."""
+    rng = np.random.default_rng(1)
+    n_sim, items, units, truth = 1000, 50, 6, 0.3
+    plain = clustered = 0
+    for _ in range(n_sim):
+        y = rng.binomial(units, rng.beta(0.6, 1.4, items))
+        lo, hi = sd.wilson_ci(int(y.sum()), items * units)
+        plain += lo <= truth <= hi
+        lo, hi = sd.wilson_ci_clustered(y, [units] * items)["ci"]
+        clustered += lo <= truth <= hi
+    assert clustered / n_sim >= 0.95 - mc_slack(0.95, n_sim)
+    assert plain / n_sim < 0.85  # counting the 300 units as independent undercovers badly
+
+
+def test_asr_summary_with_clusters():
+    labels = ["success"] * 6 + ["fail"] * 6 + ["unscorable"]
+    items = ["a", "a", "a", "b", "b", "b", "c", "c", "c", "d", "d", "d", "d"]
+    cats = ["x"] * 6 + ["y"] * 7
+    plain = sd.asr_summary(labels, cats)
+    out = sd.asr_summary(labels, cats, clusters=items)
+    assert out["asr"] == plain["asr"] == 0.5 and out["n"] == 12 and out["unscorable"] == 1
+    assert out["n_items"] == 4 and out["deff"] > 1 and out["ci_method"].startswith("wilson, design-effect")
+    assert out["ci_low"] < plain["ci_low"] and out["ci_high"] > plain["ci_high"]
+    assert "deff" not in plain and set(out["by_category"]) == {"x", "y"}
+    with pytest.raises(ValueError):
+        sd.asr_summary(labels, clusters=items[:3])

@@ -149,6 +149,15 @@ def parse_experiment(raw: Any, src: str = "experiment") -> Experiment:
         except SpecError as e:
             raise SpecError(f"{where}: {e}") from None
     _infer_families(variants)
+    fam_refs: dict[str, set[str | None]] = defaultdict(set)
+    for v in variants:
+        if v.family is not None:
+            fam_refs[v.family].add(v.reference)
+    for fam, refs in fam_refs.items():
+        if len(refs) > 1:  # a frontier line or a "highest in family" across two parents means nothing
+            shown = ", ".join(sorted(str(r) for r in refs))
+            raise DataError(f"{src}: family {fam!r} mixes variants with different references ({shown}): "
+                            "give each sweep its own family")
     names = {v.name for v in variants}
     for v in variants:
         if v.reference is not None and v.reference not in names:
@@ -188,20 +197,25 @@ FAMILY_STAGES = ("bitdelta", "quantize")  # last stages whose settings sweep a c
 
 
 def _infer_families(variants: list[VariantDecl]) -> None:
-    """Give undeclared compression variants a family: the last stage's name, per parent recipe.
+    """Give undeclared compression variants a family: the last stage's name, per parent and reference.
 
     Done once here so the frontier figure and ``highest``/``lowest`` expectations group the same variants.
-    Two parents swept with the same stage get the parent in the name, so their members never mix.
+    Sweeps of the same stage on other parents (or against other references) get that in the name, so
+    their members never mix.
     """
-    groups: dict[tuple[str, str], list[VariantDecl]] = defaultdict(list)
+    groups: dict[tuple[str, str, str | None], list[VariantDecl]] = defaultdict(list)
     for v in variants:
         r = parse_recipe(v.recipe)
         if v.family is None and r.transforms and r.transforms[-1].name in FAMILY_STAGES:
-            groups[(r.transforms[-1].name, str(r.parent))].append(v)
-    stages = [stage for stage, _parent in groups]
-    for (stage, parent), members in groups.items():
+            groups[(r.transforms[-1].name, str(r.parent), v.reference)].append(v)
+    stages = [stage for stage, _parent, _ref in groups]
+    parents = [(stage, parent) for stage, parent, _ref in groups]
+    for (stage, parent, ref), members in groups.items():
+        name = stage
+        if stages.count(stage) > 1:
+            name = f"{stage} of {parent}" + (f" vs {ref}" if parents.count((stage, parent)) > 1 else "")
         for v in members:
-            v.family = stage if stages.count(stage) == 1 else f"{stage} of {parent}"
+            v.family = name
 
 
 def validate_specs(exp: Experiment) -> None:
@@ -305,7 +319,8 @@ def asr_rows(exp: Experiment, records: list[dict[str, Any]]) -> list[dict[str, A
             groups[(r["model"], r["dataset"], r["attack"], r["judge"])].append(r)
     rows = []
     for (model, ds, attack, judge), recs in groups.items():
-        s = asr_summary([r["verdict"] for r in recs], [r.get("category") or "uncategorized" for r in recs])
+        s = asr_summary([r["verdict"] for r in recs], [r.get("category") or "uncategorized" for r in recs],
+                        clusters=[r["item_id"] for r in recs])
         runs = None
         per_run: dict[str, list[str]] = defaultdict(list)
         for r in recs:

@@ -229,7 +229,8 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             order.append(r["model"])
     models: dict[str, Any] = {}
     for (model, attack, judge), recs in groups.items():
-        s = asr_summary([r["verdict"] for r in recs], [r.get("category") or "uncategorized" for r in recs])
+        s = asr_summary([r["verdict"] for r in recs], [r.get("category") or "uncategorized" for r in recs],
+                        clusters=[r["item_id"] for r in recs])
         s.update({"attack": attack, "judge": judge, "model_sha256": recs[0].get("model_sha256"),
                   "dataset": recs[0].get("dataset"), "dataset_sha256": recs[0].get("dataset_sha256")})
         entry = models.setdefault(model, {"by_attack_judge": []})

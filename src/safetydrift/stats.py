@@ -25,6 +25,7 @@ __all__ = [
     "relative_risk_reduction",
     "runs_summary",
     "wilson_ci",
+    "wilson_ci_clustered",
 ]
 
 LABELS = ("success", "fail", "unscorable")
@@ -35,6 +36,15 @@ BoolSeq = Sequence[bool] | NDArray[np.bool_]
 def _check_confidence(confidence: float) -> None:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+
+
+def _wilson(phat: float, n: float, z: float) -> tuple[float, float]:
+    """The Wilson score interval for a proportion phat observed on (possibly effective, non-integer) n."""
+    z2n = z * z / n
+    denom = 1.0 + z2n
+    center = (phat + z2n / 2.0) / denom
+    half = z * np.sqrt(phat * (1.0 - phat) / n + z2n / (4.0 * n)) / denom
+    return float(center - half), float(center + half)
 
 
 def wilson_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -50,28 +60,59 @@ def wilson_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, 
     if n == 0:
         return (0.0, 1.0)
     z = float(_st.norm.ppf(0.5 + confidence / 2.0))
-    phat = successes / n
-    z2n = z * z / n
-    denom = 1.0 + z2n
-    center = (phat + z2n / 2.0) / denom
-    half = z * np.sqrt(phat * (1.0 - phat) / n + z2n / (4.0 * n)) / denom
+    lo, hi = _wilson(successes / n, n, z)
     # Pin the exact boundaries so floating-point error never reports e.g. 1e-17 for 0/n.
-    low = 0.0 if successes == 0 else max(0.0, float(center - half))
-    high = 1.0 if successes == n else min(1.0, float(center + half))
+    low = 0.0 if successes == 0 else max(0.0, lo)
+    high = 1.0 if successes == n else min(1.0, hi)
     return (low, high)
 
 
-def _rate_fields(successes: int, fails: int, unscorable: int, confidence: float) -> dict[str, Any]:
+def wilson_ci_clustered(
+    successes: Sequence[int], units: Sequence[int], confidence: float = 0.95
+) -> dict[str, Any]:
+    """Wilson interval for a pooled ASR whose units are nested in items (prompts × runs or templates).
+
+    A prompt's units are correlated (a hard prompt resists every run), so the binomial n overstates the
+    information. Kish's design effect deff = Var_items(p̂) / Var_binomial(p̂), with the ratio-estimator
+    variance over items, gives the effective sample size n_eff = n / deff for the Wilson formula. deff is
+    floored at 1 so clustering never narrows the plain interval; with one unit per item it is the plain one.
+    """
+    _check_confidence(confidence)
+    y = np.asarray(successes, dtype=np.float64)
+    m = np.asarray(units, dtype=np.float64)
+    if y.shape != m.shape or y.ndim != 1 or (y < 0).any() or (y > m).any():
+        raise ValueError("successes and units must be aligned per item, with 0 <= successes <= units")
+    n, s, k = int(m.sum()), int(y.sum()), y.size
+    plain = wilson_ci(s, n, confidence)
+    out: dict[str, Any] = {"ci": plain, "n_items": k, "deff": 1.0, "n_eff": float(n)}
+    if n == 0 or s in (0, n) or k < 2 or (m <= 1).all():
+        return out
+    phat = s / n
+    var_items = (k / (k - 1)) * float(np.sum((y - phat * m) ** 2)) / n**2
+    deff = max(1.0, var_items / (phat * (1.0 - phat) / n))
+    z = float(_st.norm.ppf(0.5 + confidence / 2.0))
+    lo, hi = _wilson(phat, n / deff, z)
+    return {**out, "ci": (max(0.0, lo), min(1.0, hi)), "deff": deff, "n_eff": n / deff}
+
+
+def _rate_fields(labels: list[str], items: list[str] | None, confidence: float) -> dict[str, Any]:
+    successes, fails, unscorable = labels.count("success"), labels.count("fail"), labels.count("unscorable")
     n = successes + fails
     low, high = wilson_ci(successes, n, confidence)
-    return {
-        "n": n,
-        "successes": successes,
-        "unscorable": unscorable,
-        "asr": successes / n if n else None,
-        "ci_low": low,
-        "ci_high": high,
-    }
+    out = {"n": n, "successes": successes, "unscorable": unscorable, "asr": successes / n if n else None,
+           "ci_low": low, "ci_high": high}
+    if items is not None:  # units nested in items: the interval accounts for their correlation
+        per: dict[str, list[int]] = {}
+        for lab, it in zip(labels, items, strict=True):
+            if lab != "unscorable":
+                per.setdefault(it, [0, 0])
+                per[it][0] += lab == "success"
+                per[it][1] += 1
+        if per and max(u for _s, u in per.values()) > 1:
+            c = wilson_ci_clustered([v[0] for v in per.values()], [v[1] for v in per.values()], confidence)
+            out.update(ci_low=c["ci"][0], ci_high=c["ci"][1], n_items=c["n_items"], deff=c["deff"],
+                       ci_method="wilson, design-effect n_eff over items")
+    return out
 
 
 def _split_categories(raw: str | None) -> list[str]:
@@ -82,14 +123,16 @@ def _split_categories(raw: str | None) -> list[str]:
 
 
 def asr_summary(
-    labels: Sequence[str], categories: Sequence[str | None] | None = None, confidence: float = 0.95
+    labels: Sequence[str], categories: Sequence[str | None] | None = None, confidence: float = 0.95,
+    clusters: Sequence[Hashable] | None = None,
 ) -> dict[str, Any]:
     """ASR with Wilson CI, overall and per category.
 
     Unscorable items (judge refused / parse error) are excluded from the denominator rather than counted
     as failures, because counting them either way would bias the ASR; they are reported so a high
     unscorable share stays visible. Items tagged "a;b" are counted in each of their categories, so
-    per-category counts may sum to more than the total.
+    per-category counts may sum to more than the total. ``clusters`` (each label's item) makes the interval
+    account for several units per item (:func:`wilson_ci_clustered`).
     """
     _check_confidence(confidence)
     labels = list(labels)
@@ -98,17 +141,20 @@ def asr_summary(
         raise ValueError(f"unknown labels {bad}; expected one of {LABELS}")
     if categories is not None and len(categories) != len(labels):
         raise ValueError(f"categories has {len(categories)} entries but labels has {len(labels)}")
+    items = None if clusters is None else [str(c) for c in clusters]
+    if items is not None and len(items) != len(labels):
+        raise ValueError(f"clusters has {len(items)} entries but labels has {len(labels)}")
 
-    def counts(labs: list[str]) -> dict[str, Any]:
-        return _rate_fields(labs.count("success"), labs.count("fail"), labs.count("unscorable"), confidence)
-
-    out = counts(labels)
-    by_cat: dict[str, list[str]] = {}
+    out = _rate_fields(labels, items, confidence)
+    by_cat: dict[str, list[int]] = {}
     if categories is not None:
-        for lab, raw in zip(labels, categories, strict=True):
+        for i, raw in enumerate(categories):
             for cat in _split_categories(raw):
-                by_cat.setdefault(cat, []).append(lab)
-    out["by_category"] = {cat: counts(labs) for cat, labs in sorted(by_cat.items())}
+                by_cat.setdefault(cat, []).append(i)
+    out["by_category"] = {
+        cat: _rate_fields([labels[i] for i in idx], None if items is None else [items[i] for i in idx], confidence)
+        for cat, idx in sorted(by_cat.items())
+    }
     return out
 
 

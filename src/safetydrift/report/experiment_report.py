@@ -568,6 +568,8 @@ def _diff_view(c: dict[str, Any] | None) -> dict[str, str]:
     d = _f(c.get("diff"))
     lo, hi = _ci_pair(c.get("diff_ci"))
     txt = "–" if d is None else _pp(d) + ("" if lo is None else f" [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+    if d == 0 and c.get("b01") == 0 and c.get("b10") == 0:  # a bootstrap of identical answers: [0, 0]
+        txt = "±0 (no discordant pairs)"  # is no evidence of "exactly no change", so no interval is shown
     cls = ""
     if lo is not None and hi is not None:
         cls = "worse" if lo > 0 else ("better" if hi < 0 else "")
@@ -575,6 +577,8 @@ def _diff_view(c: dict[str, Any] | None) -> dict[str, str]:
     if d is not None and d < 0 and _f(c.get("rrr")) is not None:
         rlo, rhi = _ci_pair(c.get("rrr_ci"))
         rrr = _pct(c.get("rrr"), 0) + ("" if rlo is None else f" [{_pct(rlo, 0)} – {_pct(rhi, 0)}]")
+        if rlo is not None and rlo == rhi:  # e.g. no success left in any resample: the interval is a point
+            rrr = _pct(c.get("rrr"), 0) + " (CI degenerate)"
     ph = _f(c.get("p_holm"))
     return {"diff": txt, "cls": cls, "p_exact": _pval(c.get("p_exact")), "p_holm": _pval(ph), "rrr": rrr,
             "sig": "sig" if ph is not None and ph < 0.05 else ""}
@@ -1030,7 +1034,9 @@ button{font-size:13px;padding:3px 12px;margin:.4em 0}
 
 {% if headline %}
 <section id="headline"><h2>Headline</h2>
-<p class="note">ASR with Wilson 95% CI. Change = variant − reference on the same prompts (paired bootstrap 95% CI);
+<p class="note">ASR with Wilson 95% CI (where a prompt has several units, such as attack runs, with the
+effective sample size of its design effect). Change = variant − reference on the same prompts (paired bootstrap
+95% CI, resampling prompts);
 exact paired-test p (McNemar; where an item has several units, such as attack runs, the exact cluster sign-flip test
 over items) and Holm-adjusted p over all tests of the run; RRR (relative risk reduction) where the variant lowers risk.
 {% if constant %}All rows: {% for k, v in constant.items() %}{{ k }} <code>{{ v }}</code>{% if not loop.last %}, {% endif %}{% endfor %}. {% endif %}
