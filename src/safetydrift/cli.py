@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -254,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     # OpenMP threads that spin while waiting make torch 2-3x slower whenever anything else runs on a small
     # machine (measured: a SmolLM2 training step 114-148 s spinning vs 39-57 s passive under load).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # torchao (imported by transformers and peft on every model load once installed) logs that its CUDA
+    # kernels cannot load on a CPU machine, and torch logs a deprecation for its enums: noise, not errors.
+    for noisy in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -644,7 +644,6 @@ class HealResult:
     mse_held_out: bool = False  # mse_* measured on calibration texts never trained on
 
 
-
 def heal_scales(
     student: Any,
     teacher: Any,
