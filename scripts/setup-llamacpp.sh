@@ -17,7 +17,7 @@ if [ -z "$(sdist)" ]; then
 fi
 if ! "$PY" -c "import llama_cpp" 2>/dev/null; then
   echo "building llama-cpp-python from source (once, several minutes)…" >&2
-  CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" "$PY" -m pip install --quiet --disable-pip-version-check "$(sdist)"
+  CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" "$PY" -m pip install --quiet --disable-pip-version-check --no-warn-conflicts "$(sdist)"
 fi
 # convert_hf_to_gguf.py needs sentencepiece; llama-cpp-python needs diskcache.
-"$PY" -m pip install --quiet --disable-pip-version-check sentencepiece diskcache
+"$PY" -m pip install --quiet --disable-pip-version-check --no-warn-conflicts sentencepiece diskcache

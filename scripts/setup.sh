@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 export PIP_ROOT_USER_ACTION=ignore
-pip_q() { "$PY" -m pip install --quiet --disable-pip-version-check "$@"; }
+pip_q() { "$PY" -m pip install --quiet --disable-pip-version-check --no-warn-conflicts "$@"; }
 pip_q "torch==2.13.0"
 # extras: ray, the experiment grid's distributed executor; torchao, the CPU quantization library (both tested)
 pip_q -e ".[dev,ray,torchao]"
