@@ -101,7 +101,7 @@ def test_run_experiment_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("patch", "err", "msg"),
     [
-        ({"variants": {"a": "tiny-random", "b": {"recipe": "tiny-random", "reference": "zz"}}}, DataError, "unknown variant 'zz'"),
+        ({"variants": {"a": "tiny-random", "b": {"recipe": "tiny-random:seed=1", "reference": "zz"}}}, DataError, "unknown variant 'zz'"),
         ({"bogus": 1}, DataError, "unknown key 'bogus'"),
         ({"variants": {"a": "tiny-random>nope"}}, UnknownComponentError, "unknown transform 'nope'"),
         ({"variants": {"a": "tiny-random>finetune:data"}}, SpecError, "variants.a"),
@@ -110,6 +110,8 @@ def test_run_experiment_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
         ({"executor": "slurm"}, DataError, "unknown executor"),
         ({"variants": []}, DataError, "non-empty mapping"),
         ({"expect": [{"variant": "nope", "asr": "up"}]}, DataError, r"expect\[0\]: unknown variant 'nope'"),
+        ({"variants": {"a": "tiny-random", "b": {"recipe": "tiny-random", "reference": "a"}}}, DataError,
+         "variants 'a' and 'b' have the same recipe"),
         ({"variants": {"a": "tiny-random", "b": "tiny-random:seed=1",
                        "qa": {"recipe": "tiny-random>quantize:method=rtn", "reference": "a", "family": "q"},
                        "qb": {"recipe": "tiny-random:seed=1>quantize:method=rtn", "reference": "b", "family": "q"}}},
@@ -179,6 +181,16 @@ def test_extra_runner_up_tests_share_the_holm_family() -> None:
     assert extra["p_exact"] == pytest.approx(2 * 0.5**11)
     assert extra["p_holm"] == pytest.approx(2 * 2 * 0.5**11)
     assert comps[1]["p_holm"] == pytest.approx(3 * 2 * 0.5**12) and comps[0]["p_holm"] == 1.0
+
+
+def test_runs_are_ordered_numerically() -> None:
+    from safetydrift.experiments import asr_rows
+
+    exp = parse_experiment({"variants": {"a": "tiny-random"}})
+    recs = [{"model": "tiny-random", "dataset": "d", "attack": "tap", "judge": "k", "item_id": "0", "unit": f"run={r}",
+             "verdict": "success" if r == 10 else "fail", "category": None} for r in (2, 10, 1)]
+    (row,) = asr_rows(exp, recs)
+    assert row["runs"]["per_run"] == [0.0, 0.0, 1.0]  # run=1, run=2, run=10
 
 
 def test_judge_agreement_and_flips() -> None:

@@ -148,6 +148,11 @@ def parse_experiment(raw: Any, src: str = "experiment") -> Experiment:
                 raise DataError(f"{where}: must be a recipe string or a mapping")
         except SpecError as e:
             raise SpecError(f"{where}: {e}") from None
+    seen: dict[str, str] = {}
+    for v in variants:  # results are keyed by recipe: two names for one recipe would overwrite each other
+        if v.recipe in seen:
+            raise DataError(f"{src}: variants {seen[v.recipe]!r} and {v.name!r} have the same recipe {v.recipe!r}")
+        seen[v.recipe] = v.name
     _infer_families(variants)
     fam_refs: dict[str, set[str | None]] = defaultdict(set)
     for v in variants:
@@ -309,6 +314,12 @@ def _by_sample(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str],
     return out
 
 
+def _run_order(unit: str) -> tuple[int, int | str]:
+    """``run=2`` before ``run=10``."""
+    n = unit.partition("=")[2]
+    return (0, int(n)) if n.isdigit() else (1, n)
+
+
 def asr_rows(exp: Experiment, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from safetydrift.stats import asr_summary, runs_summary
 
@@ -328,7 +339,7 @@ def asr_rows(exp: Experiment, records: list[dict[str, Any]]) -> list[dict[str, A
                 per_run[r["unit"]].append(r["verdict"])
         if len(per_run) > 1:
             rates = []
-            for key in sorted(per_run):
+            for key in sorted(per_run, key=_run_order):
                 sc = [v for v in per_run[key] if v != "unscorable"]
                 if sc:
                     rates.append(sum(v == "success" for v in sc) / len(sc))
