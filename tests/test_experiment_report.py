@@ -229,3 +229,12 @@ def test_degenerate_intervals_are_not_shown_as_certainty() -> None:
     some = _diff_view({"diff": -0.3, "diff_ci": [-0.5, -0.1], "b01": 1, "b10": 4, "rrr": 0.6, "rrr_ci": [0.2, 0.9],
                        "p_exact": 0.4, "p_holm": 0.4})
     assert some["rrr"] == "60% [20% – 90%]"
+
+
+def test_colour_follows_the_holm_test_not_the_bootstrap_interval() -> None:
+    from safetydrift.report.experiment_report import _diff_view
+
+    few = {"diff": -0.67, "diff_ci": [-1.0, -0.33], "b01": 0, "b10": 4, "p_exact": 0.5, "p_holm": 1.0}
+    assert _diff_view(few)["cls"] == ""  # the interval excludes 0, the exact test cannot reject
+    assert _diff_view({**few, "p_holm": 0.01})["cls"] == "better"
+    assert _diff_view({**few, "diff": 0.5, "diff_ci": [0.2, 0.8], "p_holm": 0.01})["cls"] == "worse"

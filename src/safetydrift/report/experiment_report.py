@@ -570,16 +570,18 @@ def _diff_view(c: dict[str, Any] | None) -> dict[str, str]:
     txt = "–" if d is None else _pp(d) + ("" if lo is None else f" [{100 * lo:+.1f}, {100 * hi:+.1f}]")
     if d == 0 and c.get("b01") == 0 and c.get("b10") == 0:  # a bootstrap of identical answers: [0, 0]
         txt = "±0 (no discordant pairs)"  # is no evidence of "exactly no change", so no interval is shown
+    # colour = the legend's "significantly more/less": the Holm-adjusted test, not the bootstrap interval
+    # (with few prompts a percentile interval can exclude 0 while the exact test cannot reject)
+    ph = _f(c.get("p_holm"))
     cls = ""
-    if lo is not None and hi is not None:
-        cls = "worse" if lo > 0 else ("better" if hi < 0 else "")
+    if d is not None and ph is not None and ph < 0.05:
+        cls = "worse" if d > 0 else ("better" if d < 0 else "")
     rrr = "–"
     if d is not None and d < 0 and _f(c.get("rrr")) is not None:
         rlo, rhi = _ci_pair(c.get("rrr_ci"))
         rrr = _pct(c.get("rrr"), 0) + ("" if rlo is None else f" [{_pct(rlo, 0)} – {_pct(rhi, 0)}]")
         if rlo is not None and rlo == rhi:  # e.g. no success left in any resample: the interval is a point
             rrr = _pct(c.get("rrr"), 0) + " (CI degenerate)"
-    ph = _f(c.get("p_holm"))
     return {"diff": txt, "cls": cls, "p_exact": _pval(c.get("p_exact")), "p_holm": _pval(ph), "rrr": rrr,
             "sig": "sig" if ph is not None and ph < 0.05 else ""}
 
