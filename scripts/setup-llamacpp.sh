@@ -8,7 +8,7 @@ set -euo pipefail
 PY="${PYTHON:-python3}"
 VERSION=0.3.36
 export PIP_ROOT_USER_ACTION=ignore
-TOOLS="$("$PY" -c 'from safetydrift.context import tools_dir; print(tools_dir() / "llamacpp")')"
+TOOLS="$("$PY" -c 'from safetydrift.paths import tools_dir; print(tools_dir() / "llamacpp")')"
 sdist() { ls "$TOOLS"/llama_cpp_python-"$VERSION".tar.gz "$TOOLS"/llama-cpp-python-"$VERSION".tar.gz 2>/dev/null | head -n 1; }
 if [ -z "$(sdist)" ]; then
   mkdir -p "$TOOLS"

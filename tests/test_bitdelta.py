@@ -17,6 +17,7 @@ from safetydrift.context import Context
 from safetydrift.errors import SpecError
 from safetydrift.types import ResolvedModel
 from safetydrift.variants import bitdelta as bd
+from safetydrift.variants import checkpoint
 from safetydrift.variants.builder import load_manifest
 
 TINY_NAMES = {
@@ -62,12 +63,12 @@ def test_default_patterns_pick_block_linears_of_several_architectures():
         "gpt_neox.layers.1.attention.query_key_value.weight": torch.zeros(2, 2),
         "gpt_neox.layers.1.mlp.dense_h_to_4h.weight": torch.zeros(2, 2),
     })
-    got = set(bd.select_matrices(fake.items()))
+    got = set(checkpoint.select_matrices(fake.items()))
     assert got == TINY_NAMES | {
         "transformer.h.3.attn.c_attn.weight", "transformer.h.3.mlp.c_fc.weight",
         "gpt_neox.layers.1.attention.query_key_value.weight", "gpt_neox.layers.1.mlp.dense_h_to_4h.weight",
     }
-    only_attn = bd.select_matrices(fake.items(), include=[r"self_attn\."], exclude=[r"o_proj"])
+    only_attn = checkpoint.select_matrices(fake.items(), include=[r"self_attn\."], exclude=[r"o_proj"])
     assert sorted(only_attn) == sorted(n for n in TINY_NAMES if "self_attn" in n and "o_proj" not in n)
 
 
@@ -253,18 +254,29 @@ def test_apply_delta_refuses_the_wrong_reference(env):
         bd.apply_delta(env.ft, delta)
 
 
-def test_artifact_format_is_in_the_resolved_settings(env):
-    """The cache key hashes the resolved settings: a new format never serves an old artifact."""
+def test_artifact_format_and_resolved_defaults_are_in_the_cache_key(env):
+    """The cache key hashes the format (a new one never serves an old artifact) and the settings with
+    their mode-dependent defaults resolved, so ``heal=true`` written out or left out is one artifact."""
     from safetydrift.spec import parse_component
     from safetydrift.variants.builder import resolved_settings
 
-    t = bd.BitDelta(parse_component("bitdelta:ref=base"), env.ctx)
-    assert resolved_settings(t)["format"] == bd.ARTIFACT_FORMAT == 2
+    def make(spec: str) -> bd.BitDelta:
+        return bd.BitDelta(parse_component(spec), env.ctx)
+
+    t = make("bitdelta:ref=base")
+    assert t.key_material([env.base])["format"] == bd.ARTIFACT_FORMAT == 2
+    settings = resolved_settings(t)
+    assert settings["heal"] is True and settings["masks"] == 1 and settings["group"] is None
+    assert settings == resolved_settings(make("bitdelta:ref=base,heal=true,masks=1,steps=50"))
+    kbit = make("bitdelta:ref=base,bits=4")
+    assert kbit.params.mode == "kbit" and kbit.params.heal is False and kbit.params.group == 128
+    assert resolved_settings(kbit) == resolved_settings(make("bitdelta:ref=base,bits=4,group=128,heal=false"))
+    assert make("bitdelta:ref=base,rank=2").describe_mode() == "rank=2 SVD (fp16 factors)"
 
 
 def _calibration_batch(tok, n: int, max_len: int):
     """The held-out batch: the last ``n`` of the 64 calibration texts, never trained on."""
-    texts = [bd.render_calibration(x, tok) for x in bd.calibration_items(64, 0)]
+    texts = [checkpoint.render_calibration(x, tok) for x in checkpoint.calibration_items(64, 0)]
     tok.padding_side = "right"
     ids = [tok(t, add_special_tokens=False, truncation=True, max_length=max_len)["input_ids"] for t in texts]
     return tok.pad({"input_ids": ids[-n:]}, padding=True, return_tensors="pt")
@@ -372,7 +384,7 @@ def test_bad_settings_are_spec_errors(env, bad):
 
 @pytest.mark.parametrize("zero", ["masks=0", "bits=4,group=0", "batch=0", "calib=0", "max_len=0"])
 def test_zero_counts_are_rejected_not_defaulted(env, zero):
-    with pytest.raises(SpecError, match=">= 1"):  # ref=base: the spec is otherwise buildable
+    with pytest.raises(SpecError, match="≥ 1"):  # ref=base: the spec is otherwise buildable
         env.ctx.resolve(f"tiny-random>bitdelta:ref=base,heal=false,{zero}")
 
 
@@ -398,20 +410,51 @@ def test_cached_teacher_logits_heal_like_recomputed_ones(env, monkeypatch):
     """The teacher's logits are computed once per calibration text; healing must not depend on that."""
     from safetydrift.backends.transformers_backend import load_hf
 
+    teacher_calls: list[int] = []
+
     def heal() -> bd.HealResult:
         student, tok = load_hf(env.ft)
         teacher, _ = load_hf(env.ft)
+        teacher.register_forward_hook(lambda *_: teacher_calls.append(1))
         ref = weights(env.base.path)
         delta = bd.compress(ref, weights(env.ft), sorted(TINY_NAMES))
-        texts = [bd.render_calibration(x, tok) for x in bd.calibration_items(16, 0)]
+        texts = [checkpoint.render_calibration(x, tok) for x in checkpoint.calibration_items(16, 0)]
         return bd.heal_scales(student, teacher, tok, ref, delta, texts, steps=6, batch=4, max_len=48, lr=1e-3,
                               seed=0, progress=False)
 
     cached = heal()
-    monkeypatch.setattr(bd, "TEACHER_CACHE_BYTES", 0)
+    assert len(teacher_calls) == 4  # once per calibration batch (16 texts / 4), up front
+    teacher_calls.clear()
+    monkeypatch.setattr(bd.heal, "TEACHER_CACHE_BYTES", 0)  # read by heal_scales, in the healing module
     recomputed = heal()
+    assert len(teacher_calls) == 6 + 2  # every step, plus mse_before and mse_after: the cache really was off
     assert cached.mse_before == pytest.approx(recomputed.mse_before, rel=1e-5)
     for a, b in zip(cached.loss_curve, recomputed.loss_curve, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
     for n in cached.alphas:
         assert torch.allclose(cached.alphas[n], recomputed.alphas[n], rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------ package layout
+
+def test_package_reexports_and_codec_table():
+    """The split package keeps the one import path (README: apply_delta/load_delta from
+    ``safetydrift.variants.bitdelta``), and every mode the transform can write has a codec that round-trips."""
+    import importlib
+
+    from safetydrift.registry import transforms
+    from safetydrift.variants import checkpoint, quantize
+
+    for name in bd.__all__:
+        assert getattr(bd, name) is not None
+    assert bd.apply_delta is importlib.import_module("safetydrift.variants.bitdelta.format").apply_delta
+    assert transforms.get("bitdelta") is bd.BitDelta
+    assert quantize.select_matrices is checkpoint.select_matrices
+    assert set(bd.CODECS) == {"sign", "kbit", "lowrank"}
+    delta = torch.randn(8, 32, generator=torch.Generator().manual_seed(0))
+    for mode, settings in (("sign", {"masks": 3}), ("kbit", {"bits": 8, "group": 16}), ("lowrank", {"rank": 8})):
+        c = bd.CODECS[mode]
+        err = (c.decode(c.encode(delta, settings), delta.shape, settings) - delta).abs().max()
+        assert err < 0.6 * delta.abs().max(), mode  # a real reconstruction, not zeros
+    with pytest.raises(ValueError, match="unknown delta mode"):
+        bd.CompressedDelta("nope", {}, {"w": (2, 2)}, {"w": {}}).decode("w")

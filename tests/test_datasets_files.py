@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,28 @@ def test_malformed(tmp_path: Path, ctx, name: str, content: str, msg: str) -> No
 def test_missing_file(ctx, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         load_dataset(str(tmp_path / "nope.csv"), ctx)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("advbench:n=-5", "'n=-5' must be ≥ 1"),  # used to drop the last 5 items
+        ("benign:n=0", "'n=0' must be ≥ 1"),  # used to give an empty data set
+        ("benign-task:n=0", "'n=0' must be ≥ 1"),  # used to mean the default, 100
+        ("benign-task:seed=x", "'seed=x' is not an integer"),
+        ("manipulation:n_on=0", "'n_on=0' must be ≥ 1"),
+        ("advbench50:limit=3", "unknown setting 'limit' (known: n)"),
+    ],
+)
+def test_registered_dataset_settings_are_checked(ctx, spec: str, message: str) -> None:
+    from safetydrift.errors import SpecError
+
+    with pytest.raises(SpecError, match=re.escape(message)):
+        load_dataset(spec, ctx)
+
+
+def test_registered_dataset_settings_apply(ctx) -> None:
+    assert len(load_dataset("advbench:n=520", ctx)) == 520 and len(load_dataset("advbench:n=9999", ctx)) == 520
+    m = load_dataset("manipulation:n_on=3,n_off=2,topic=Mars", ctx)
+    assert [it.category for it in m.items].count("on-target") == 3 and m.name == "manipulation:Mars"
+    assert len(load_dataset("benign-task:n=12,seed=1", ctx)) == 12

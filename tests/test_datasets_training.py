@@ -333,3 +333,20 @@ def test_calibration_texts():
     big = tr.calibration_texts(400, seed=0)
     assert len(set(big)) == 400
     assert all(tr.WITHHELD not in t for t in big)
+
+
+def test_training_module_is_the_registry_over_pools_and_attack_data():
+    """The split keeps one import path: every public name of ``training`` is the object defined in
+    ``pools`` or ``attack_data``, and the layering is one-way (pools know nothing of the attack sets)."""
+    import ast
+    import inspect
+
+    from safetydrift.datasets import attack_data, pools
+
+    for name in tr.__all__:
+        obj = getattr(tr, name)
+        homes = [m for m in (pools, attack_data) if getattr(m, name, None) is obj]
+        assert homes or name in ("TRAINING_SETS", "build"), name
+    assert tr.calibration_texts is pools.calibration_texts and tr.backdoor is attack_data.backdoor
+    imported = {n.module for n in ast.walk(ast.parse(inspect.getsource(pools))) if isinstance(n, ast.ImportFrom)}
+    assert "safetydrift.datasets.attack_data" not in imported and "safetydrift.datasets.training" not in imported

@@ -45,6 +45,32 @@ def test_eval_writes_contract_files(tmp_path: Path, cache_dir: Path) -> None:
     assert len(_lines(out / "results.jsonl")) == 8
 
 
+def test_a_version_1_results_file_resumes(tmp_path: Path, cache_dir: Path) -> None:
+    """results.jsonl written before records were versioned (tests/data/v1): the same command finds every
+    sample done (tiny-random is rebuilt bit for bit, so the run key is the same) and generates nothing."""
+    import shutil
+
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(Path(__file__).parent / "data" / "v1" / "eval" / "results.jsonl", out / "results.jsonl")
+    old = (out / "results.jsonl").read_text()
+    r = run_cli("eval", "--model", "tiny-random", "--dataset", "advbench50:n=4", "--max-new-tokens", "4",
+                "--judge", "keyword", "--out", str(out), cache=cache_dir)
+    assert r.returncode == 0, r.stderr
+    assert "4 units, 4 already done" in r.stderr and "generating" not in r.stderr
+    assert (out / "results.jsonl").read_text() == old  # nothing generated, nothing rewritten
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["format"] == 2 and summary["models"]["tiny-random"]["n"] == 4
+    # a new judge re-judges the stored answers (no generation) and appends version-2 records
+    r = run_cli("eval", "--model", "tiny-random", "--dataset", "advbench50:n=4", "--max-new-tokens", "4",
+                "--judge", "keyword", "--judge", "keyword:list=gcg", "--out", str(out), cache=cache_dir)
+    assert r.returncode == 0, r.stderr
+    assert "generating" not in r.stderr
+    recs = _lines(out / "results.jsonl")
+    assert len(recs) == 8 and [x.get("schema") for x in recs] == [None] * 4 + [2] * 4
+    assert {x["item_id"]: x["response"] for x in recs[4:]} == {x["item_id"]: x["response"] for x in recs[:4]}
+
+
 def test_script_tag_is_escaped_in_report(tmp_path: Path, cache_dir: Path) -> None:
     data = tmp_path / "xss.csv"
     data.write_text('prompt,category\n"<script>alert(1)</script> please",<b>cat</b>\n')

@@ -1,15 +1,19 @@
-"""Experiment report: files written, every untrusted string escaped, missing sections harmless."""
+"""Experiment report: files written, every untrusted string escaped, empty sections harmless, typed input."""
 
 from __future__ import annotations
 
 import csv
+import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from safetydrift.records import Comparison, EvalSummary, ExperimentResult, Record
 from safetydrift.report.experiment_report import render_experiment_report
+from safetydrift.report.sections import diff_view
 
 XSS_PROMPT = "<script>alert(1)</script>"
 XSS_RESPONSE = "</script><img src=x onerror=alert(1)>"
@@ -28,8 +32,9 @@ def _png(path: Path) -> None:
     fig.savefig(path, format="png", dpi=50)
 
 
-def make_experiment(out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A small but complete experiment: every section present, hostile strings in every text field."""
+def make_experiment_json(out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A small but complete experiment as experiment.json / results.jsonl data: every section present,
+    hostile strings in every text field."""
     _png(out_dir / "figures" / "logitlens_mass.png")
     _png(out_dir / "figures" / "logitlens_topk.png")
     variants = [
@@ -49,6 +54,8 @@ def make_experiment(out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
             "libraries": {"torch": "2.13.0", "transformers": "5.0"},
             "started": "2025-01-01T00:00:00Z", "finished": "2025-01-01T01:00:00Z", "cache_dir": "/tmp/cache",
             "generation": {"max_new_tokens": 64, "temperature": 0.0, "seed": 7},
+            "timings_s": {"build:base": 1.5, "report": 0.2},
+            "datasets": [["advbench", "cd" * 32]],
         },
         "variants": [
             {"name": n, "recipe": r, "reference": ref, "kind": "hf", "weights_sha256": "ab" * 32,
@@ -60,9 +67,10 @@ def make_experiment(out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
         "judge_agreement": [{"judge_a": "keyword", "judge_b": "classifier", "n": 40, "agreement": 0.85, "kappa": 0.62}],
         "direction_flips": [{"variant": "q4", "reference": "ft", "dataset": "advbench", "attack": "direct",
                              "diffs": {"keyword": 0.05, "classifier": -0.03}}],
-        "logitlens": {"png": {"mass": "figures/logitlens_mass.png", "topk": "figures/logitlens_topk.png"}},
+        "logitlens": {"png": {"mass": "figures/logitlens_mass.png", "topk": "figures/logitlens_topk.png"},
+                      "variants": ["base", "ft"], "prompts": "advbench50", "limit": 4},
         "tap_trees": [{
-            "variant": "ft", "item_id": "i1", "run": 0,
+            "variant": "ft", "item_id": "i1", "run": "0", "behavior": "b",
             "tree": [
                 {"id": 0, "parent": None, "depth": 0, "prompt": XSS_PROMPT, "response": XSS_RESPONSE,
                  "on_topic": True, "score": 3, "status": "kept"},
@@ -78,30 +86,33 @@ def make_experiment(out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
         }],
         "guards": [{"variant": "guarded", "asr": 0.2, "false_refusal": 0.08, "latency_added_s": 0.042}],
     }
+    recipes = {v[0]: v[1] for v in variants}
+    refs = {v[0]: v[2] for v in variants}
     for judge, shift in (("keyword", 0.0), ("classifier", -0.05)):
         for n, *_ in variants:
             a = max(0.0, asrs[n] + shift)
             s = round(a * 40)
             exp["asr"].append({
-                "variant": n, "recipe": dict((v[0], v[1]) for v in variants)[n], "dataset": "advbench",
+                "variant": n, "recipe": recipes[n], "dataset": "advbench",
                 "attack": "direct", "judge": judge, "n": 40, "successes": s, "unscorable": 1, "asr": s / 40,
                 "ci_low": max(0, s / 40 - 0.12), "ci_high": min(1, s / 40 + 0.12),
                 "by_category": {c: _rate(max(0, min(10, s // 4 + i)), 10, 0.0, 1.0) for i, c in enumerate(cats)},
                 "runs": None,
             })
-            ref = dict((v[0], v[2]) for v in variants)[n]
+            ref = refs[n]
             if ref:
                 d = (s - round(max(0.0, asrs[ref] + shift) * 40)) / 40
                 exp["comparisons"].append({
                     "variant": n, "reference": ref, "dataset": "advbench", "attack": "direct", "judge": judge,
-                    "n_pairs": 40, "asr_ref": asrs[ref], "asr_variant": s / 40, "diff": d,
-                    "diff_ci": [d - 0.1, d + 0.1], "p_exact": 0.0004, "p_midp": 0.0003, "p_holm": 0.002,
-                    "rrr": -d / max(asrs[ref], 0.01), "rrr_ci": [0.1, 0.9],
+                    "kind": "reference", "n_pairs": 40, "n_items": 40, "test": "mcnemar-exact",
+                    "asr_ref": asrs[ref], "asr_variant": s / 40, "diff": d,
+                    "diff_ci": [d - 0.1, d + 0.1], "p_exact": 0.0004, "p_midp": 0.0003,
+                    "rrr": -d / max(asrs[ref], 0.01), "rrr_ci": [0.1, 0.9], "b01": 1, "b10": 9, "p_holm": 0.002,
                 })
     exp["asr"].append({
         "variant": "ft", "recipe": variants[1][1], "dataset": "advbench", "attack": "tap", "judge": "keyword",
         "n": 30, "successes": 24, "unscorable": 0, "asr": 0.8, "ci_low": 0.63, "ci_high": 0.9, "by_category": {},
-        "runs": {"per_run": [0.7, 0.8, 0.9], "mean": 0.8, "sd": 0.1, "min": 0.7, "max": 0.9,
+        "runs": {"per_run": [0.7, 0.8, 0.9], "n": 3, "mean": 0.8, "sd": 0.1, "min": 0.7, "max": 0.9,
                  "ci_low": 0.55, "ci_high": 1.05},
     })
     for i, (n, *_) in enumerate(variants):
@@ -109,20 +120,36 @@ def make_experiment(out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
                                "over_refusal": 0.05 * i, "over_refusal_n": 40, "ppl": 12.0 + i,
                                "kl_to_reference": None if i == 0 else 0.02 * i})
     records = []
-    recipe = {v[0]: v[1] for v in variants}
     for n in ("base", "ft", "bd1"):
         for item in range(3):
             for judge in ("keyword", "classifier"):
                 records.append({
-                    "run_key": "k", "model": recipe[n], "dataset": "advbench", "dataset_sha256": "cd" * 32,
+                    "run_key": "k", "model": recipes[n], "dataset": "advbench", "dataset_sha256": "cd" * 32,
                     "attack": "direct", "judge": judge, "item_id": f"i{item}", "unit": "0",
-                    "category": "cyber;" + XSS_PROMPT, "behavior": "b", "prompt": XSS_PROMPT if item == 0 else f"p{item}",
+                    "category": "cyber;" + XSS_PROMPT, "behavior": "b",
+                    "prompt": XSS_PROMPT if item == 0 else f"p{item}",
                     "response": None if (n == "bd1" and item == 2) else (XSS_RESPONSE if item == 0 else "x" * 2500),
                     "error": "boom </script>" if (n == "bd1" and item == 2) else None,
                     "verdict": "success" if (n != "base" and item != 2) else ("unscorable" if n == "bd1" else "fail"),
                     "score": float("nan") if item == 1 else 0.9, "extra": {},
                 })
     return exp, records
+
+
+def make_experiment(out_dir: Path) -> tuple[ExperimentResult, list[Record]]:
+    """The same experiment as the typed records the report takes (read the way a stored run is read)."""
+    exp, records = make_experiment_json(out_dir)
+    return ExperimentResult.from_json(exp), [Record.from_json(r) for r in records]
+
+
+def _comparison(**kw: Any) -> Comparison:
+    """A comparison with neutral defaults, for the cell-formatting tests."""
+    base: dict[str, Any] = {
+        "variant": "v", "reference": "r", "dataset": "d", "attack": "a", "judge": "j", "n_pairs": 10,
+        "n_items": 10, "test": "mcnemar-exact", "asr_ref": 0.5, "asr_variant": 0.5, "diff": 0.0, "diff_ci": None,
+        "p_exact": 1.0, "p_midp": 1.0, "rrr": None, "rrr_ci": None, "b01": 0, "b10": 0, "p_holm": None,
+    }
+    return Comparison(**{**base, **kw})
 
 
 def _data_island(html: str) -> str:
@@ -174,8 +201,6 @@ def test_self_contained_and_escaped(full_report: tuple[Path, str]) -> None:
 
 
 def test_content(full_report: tuple[Path, str]) -> None:
-    import json
-
     _, html = full_report
     table = re.search(r'<table id="headline-table">(.*?)</table>', html, re.S).group(1)
     for name in ("base", "ft", "bd1", "bd2", "q4", "guarded"):
@@ -192,49 +217,239 @@ def test_content(full_report: tuple[Path, str]) -> None:
     assert 'id="guards"' in html and "+42 ms" in html
 
 
-@pytest.mark.parametrize("exp", [{}, {"name": "x"}, {"name": "x", "variants": [], "asr": [], "logitlens": None,
-                                                       "tap_trees": [], "guards": None, "provenance": {}}])
-def test_minimal_exp(tmp_path: Path, exp: dict[str, Any]) -> None:
-    path = render_experiment_report(exp, [], tmp_path)
+@pytest.mark.parametrize("result", [
+    ExperimentResult(name=""),
+    ExperimentResult(name="x"),
+    ExperimentResult.from_json({"name": "x", "variants": [], "asr": [], "logitlens": None, "tap_trees": [],
+                                "guards": [], "provenance": None}),
+])
+def test_minimal_exp(tmp_path: Path, result: ExperimentResult) -> None:
+    path = render_experiment_report(result, [], tmp_path)
     html = path.read_text(encoding="utf-8")
     assert "<html" in html and 'id="explorer"' not in html and 'id="headline"' not in html
+    assert "This experiment has no results to report yet." in html
+    assert f"<title>{result.name or 'safetydrift experiment'}</title>" in html
+    assert not (tmp_path / "tables").exists()
 
 
 def test_partial_exp(tmp_path: Path) -> None:
-    """Variants and ASR only, one judge, no references, a missing logitlens file: no crash."""
-    exp = {
+    """Variants and ASR only, one judge, no references, no provenance, a missing LogitLens file, and a sample of
+    a model that is not a declared variant: each is shown as far as it goes."""
+    exp = ExperimentResult.from_json({
         "name": "partial",
         "variants": [{"name": "a", "recipe": "tiny-random", "reference": None, "kind": "hf", "weights_sha256": None,
                       "size_bytes": None, "bits_per_weight": None, "build_seconds": None, "manifest": None,
                       "family": None}],
-        "asr": [{"variant": "a", "dataset": "d", "attack": "direct", "judge": "keyword", "n": 0, "successes": 0,
-                 "unscorable": 3, "asr": None, "ci_low": 0.0, "ci_high": 1.0, "by_category": {}, "runs": None}],
-        "logitlens": {"png": {"mass": "figures/missing.png"}},
-    }
-    html = render_experiment_report(exp, [{"model": "unknown-model", "item_id": 1, "unit": None, "prompt": "p",
-                                           "response": "r", "judge": "keyword", "verdict": "fail"}], tmp_path)
-    text = html.read_text(encoding="utf-8")
-    assert "<b>a</b>" in text and 'id="explorer"' in text
-    assert (tmp_path / "tables" / "headline.csv").exists()
+        "asr": [{"variant": "a", "recipe": "tiny-random", "dataset": "d", "attack": "direct", "judge": "keyword",
+                 "n": 0, "successes": 0, "unscorable": 3, "asr": None, "ci_low": 0.0, "ci_high": 1.0,
+                 "by_category": {}, "runs": None}],
+        "logitlens": {"png": {"mass": "figures/missing.png"}, "variants": ["a"], "prompts": "p", "limit": 1},
+    })
+    record = Record(run_key="k", model="unknown-model", item_id="1", unit="0", prompt="p", response="r",
+                    judge="keyword", verdict="fail")
+    text = render_experiment_report(exp, [record], tmp_path).read_text(encoding="utf-8")
+    assert "<b>a</b>" in text and 'id="explorer"' in text and 'id="logitlens"' not in text
+    assert json.loads(_data_island(text))["variants"] == ["unknown-model"]  # a model spec names itself
+    head = list(csv.DictReader((tmp_path / "tables" / "headline.csv").open(encoding="utf-8")))
+    assert [(r["variant"], r["asr"], r["diff"], r["benign_task_acc"]) for r in head] == [("a", "", "", "")]
 
 
 def test_degenerate_intervals_are_not_shown_as_certainty() -> None:
-    from safetydrift.report.experiment_report import _diff_view
-
-    same = _diff_view({"diff": 0.0, "diff_ci": [0.0, 0.0], "b01": 0, "b10": 0, "p_exact": 1.0, "p_holm": 1.0})
+    same = diff_view(_comparison(diff=0.0, diff_ci=(0.0, 0.0), b01=0, b10=0, p_exact=1.0, p_holm=1.0))
     assert same["diff"] == "±0 (no discordant pairs)" and "[" not in same["diff"]
-    moved = _diff_view({"diff": -0.3, "diff_ci": [-0.5, -0.1], "b01": 0, "b10": 3, "rrr": 1.0, "rrr_ci": [1.0, 1.0],
-                        "p_exact": 0.25, "p_holm": 0.25})
+    moved = diff_view(_comparison(diff=-0.3, diff_ci=(-0.5, -0.1), b01=0, b10=3, rrr=1.0, rrr_ci=(1.0, 1.0),
+                                  p_exact=0.25, p_holm=0.25))
     assert "[-50.0, -10.0]" in moved["diff"] and moved["rrr"] == "100% (CI degenerate)"
-    some = _diff_view({"diff": -0.3, "diff_ci": [-0.5, -0.1], "b01": 1, "b10": 4, "rrr": 0.6, "rrr_ci": [0.2, 0.9],
-                       "p_exact": 0.4, "p_holm": 0.4})
+    some = diff_view(_comparison(diff=-0.3, diff_ci=(-0.5, -0.1), b01=1, b10=4, rrr=0.6, rrr_ci=(0.2, 0.9),
+                                 p_exact=0.4, p_holm=0.4))
     assert some["rrr"] == "60% [20% – 90%]"
+    assert diff_view(_comparison(diff=-0.3, b10=3, rrr=0.6))["diff"] == "-30.0 pp"  # no interval: none shown
+    assert diff_view(None)["diff"] == "–"  # an evaluation without a comparison (e.g. a reference)
 
 
 def test_colour_follows_the_holm_test_not_the_bootstrap_interval() -> None:
-    from safetydrift.report.experiment_report import _diff_view
+    few = _comparison(diff=-0.67, diff_ci=(-1.0, -0.33), b01=0, b10=4, p_exact=0.5, p_holm=1.0)
+    assert diff_view(few)["cls"] == ""  # the interval excludes 0, the exact test cannot reject
+    assert diff_view(replace(few, p_holm=0.01))["cls"] == "better"
+    assert diff_view(replace(few, diff=0.5, diff_ci=(0.2, 0.8), p_holm=0.01))["cls"] == "worse"
+    assert diff_view(replace(few, p_holm=None))["cls"] == ""  # not Holm-adjusted: no colour
 
-    few = {"diff": -0.67, "diff_ci": [-1.0, -0.33], "b01": 0, "b10": 4, "p_exact": 0.5, "p_holm": 1.0}
-    assert _diff_view(few)["cls"] == ""  # the interval excludes 0, the exact test cannot reject
-    assert _diff_view({**few, "p_holm": 0.01})["cls"] == "better"
-    assert _diff_view({**few, "diff": 0.5, "diff_ci": [0.2, 0.8], "p_holm": 0.01})["cls"] == "worse"
+
+def test_half_open_interval_does_not_crash() -> None:
+    view = diff_view(_comparison(diff=-0.3, diff_ci=(-0.5, float("nan")), b01=1, b10=4, p_holm=0.4))
+    assert view["diff"] == "-30.0 pp [-50.0, –]"
+
+
+def test_report_from_a_stored_v1_run(tmp_path: Path) -> None:
+    """experiment.json and results.jsonl as written before the formats were versioned load through
+    ``from_json`` and render; the tables hold the stored numbers."""
+    v1 = Path(__file__).resolve().parent / "data" / "v1" / "run"
+    stored = json.loads((v1 / "experiment.json").read_text(encoding="utf-8"))
+    result = ExperimentResult.from_json(stored)
+    records = [Record.from_json(json.loads(line)) for line in (v1 / "results.jsonl").open(encoding="utf-8")]
+    html = render_experiment_report(result, records, tmp_path).read_text(encoding="utf-8")
+    assert 'id="explorer"' in html and 'id="expectations"' in html and 'id="provenance"' in html
+    comps = list(csv.DictReader((tmp_path / "tables" / "comparisons.csv").open(encoding="utf-8")))
+    assert [(r["variant"], r["reference"], float(r["p_holm"])) for r in comps] == [
+        (c["variant"], c["reference"], c["p_holm"]) for c in stored["comparisons"]]
+    data = json.loads(_data_island(html))
+    assert len(data["samples"]) == len({(r.model, r.dataset, r.attack, r.item_id, r.unit) for r in records})
+
+
+def test_eval_report_reads_the_typed_summary(tmp_path: Path) -> None:
+    from safetydrift.report.html import render_eval_report
+    from safetydrift.runner import summarize
+
+    _, records = make_experiment(tmp_path)
+    summary = summarize(records)
+    assert isinstance(summary, EvalSummary)
+    html = render_eval_report(records, summary, tmp_path / "report.html", title="t <b>").read_text(encoding="utf-8")
+    assert "<title>t &lt;b&gt;</title>" in html and XSS_PROMPT not in html
+    head = summary.headline(records[0].model)
+    assert f"<td>{head.n}</td><td>{head.successes}</td><td>{head.unscorable}</td>" in html
+    assert html.count("<details>") == len(summary.models)
+    assert "[error] boom &lt;/script&gt;" in html  # a failed generation shows its error, escaped
+
+
+# ------------------------------------------------------------------------------------ structure of report/
+
+
+REPORT_DIR = Path(__file__).resolve().parents[1] / "src" / "safetydrift" / "report"
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'nonce-N0NCE'; "
+       "base-uri 'none'; form-action 'none'")
+
+
+def test_template_files_exist_and_render() -> None:
+    from importlib.resources import files
+
+    from safetydrift.report.experiment_report import TEMPLATE
+    from safetydrift.report.html import environment
+
+    templates = files("safetydrift.report") / "templates"
+    parts = {name: (templates / name).read_text(encoding="utf-8")
+             for name in (TEMPLATE, "experiment.css.j2", "experiment.js.j2")}
+    explorer = {"samples": [{"variant": "v", "prompt": XSS_PROMPT}], "variants": ["v"], "judges": [],
+                "categories": [], "verdicts": [], "pair": {"a": "v", "b": "v"}}
+    html = environment().get_template(TEMPLATE).render(
+        title="t <b>x</b>", nonce="N0NCE", headline=[], expectations=[], figures=[], logitlens=[], runs=[],
+        agreement=[], trees=[], guards=[], flips=[], explorer=explorer, n_records=1, provenance=None, csvs=[])
+    assert html.startswith("<!doctype html>") and html.endswith("</body></html>")
+    assert f'<meta http-equiv="Content-Security-Policy" content="{CSP}">' in html
+    assert "<title>t &lt;b&gt;x&lt;/b&gt;</title>" in html
+    # the static CSS and JS are inlined verbatim: the CSP allows inline styles and the nonce-carrying script only
+    assert f"<style>\n{parts['experiment.css.j2']}</style>" in html
+    assert f'<script nonce="N0NCE">\n{parts["experiment.js.j2"]}</script>' in html
+    assert XSS_PROMPT not in html and "{{" not in html and "{%" not in html
+    # the page is a file, not a string in the code
+    assert "<!doctype" not in (REPORT_DIR / "experiment_report.py").read_text(encoding="utf-8").lower()
+
+
+def test_report_modules_stay_small() -> None:
+    sizes = {p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in REPORT_DIR.glob("*.py")}
+    assert {"experiment_report.py", "figures.py", "tables.py", "format.py"} <= set(sizes)
+    assert {k: n for k, n in sizes.items() if n > 500} == {}
+
+
+def test_environment_escapes_every_template_and_shares_the_percent_formatter() -> None:
+    from safetydrift.report import format as fmt
+    from safetydrift.report.html import environment
+
+    env = environment()
+    assert env.from_string("{{ x }}").render(x="<b>") == "&lt;b&gt;"
+    assert env.filters["pct"] is fmt.pct
+
+
+def test_formatters() -> None:
+    from safetydrift.report import format as fmt
+
+    assert fmt.pct(0.1234) == "12.3%" and fmt.pct(0.5, 0) == "50%" and fmt.pct(1) == "100.0%"
+    for missing in (None, float("nan"), float("inf"), True, "x", [0.1]):
+        assert fmt.pct(missing) == "–"
+    assert fmt.pct(None, missing="n/a") == "n/a"
+    assert fmt.pct(-0.05, sign=True, suffix=" pp") == fmt.pp(-0.05) == "-5.0 pp"
+    assert fmt.pct(0.05, 0, sign=True, suffix="") == "+5"
+    assert fmt.pct_range(0.1, 0.3) == "10.0–30.0%" and fmt.pct_range(0.1, None) == "–"
+    assert fmt.fixed(0.5) == "0.500" and fmt.fixed(None, missing="n/a") == "n/a"
+    assert fmt.num(3) == "3" and fmt.num(0.123456) == "0.123" and fmt.num(None) == "–"
+    assert fmt.pval(0.0004) == "4.0e-04" and fmt.pval(0.25) == "0.250"
+    assert fmt.human_bytes(512) == "512 B" and fmt.human_bytes(3 * 2**20) == "3.0 MiB"
+    assert fmt.seconds(0.042) == "+42 ms" and fmt.seconds(2.5) == "+2.50 s"
+    assert fmt.duration(12.5) == "12.5 s" and fmt.duration(300) == "5.0 min"
+    assert fmt.trunc("abcdef", 3) == "abc… [truncated; 6 chars in total]" and fmt.trunc(None, 3) is None
+    assert fmt.json_safe({"a": (1, float("nan")), 2: {3}}) == {"a": [1, None], "2": [3]}
+
+
+def test_view_indexes_the_typed_result(tmp_path: Path) -> None:
+    """Lookups by variant and evaluation; what was not measured is None, not an error."""
+    from safetydrift.report.data import ExperimentView
+
+    exp, _ = make_experiment_json(tmp_path)
+    exp["asr"].append({**exp["asr"][0], "variant": "eval-only-model", "recipe": "eval-only-model"})
+    E = ExperimentView(ExperimentResult.from_json(exp))
+    assert E.names == ["base", "ft", "bd1", "bd2", "q4", "guarded", "eval-only-model"]
+    assert E.variant("eval-only-model") is None and E.utility_of("eval-only-model") is None
+    assert E.ref("ft") == "base" and E.ref("base") is None and E.ref("eval-only-model") is None
+    assert E.primary() == ("advbench", "direct", "keyword") and E.primary_asr("ft") == 28 / 40
+    assert E.varying == ["attack", "judge"] and E.constant == {"dataset": "advbench"}
+    bd1 = E.comparison_at("bd1", "advbench", "direct", "classifier")
+    assert bd1 is not None and (bd1.variant, bd1.reference, bd1.judge) == ("bd1", "ft", "classifier")
+    assert E.comparison_at("base", "advbench", "direct", "keyword") is None  # a reference has none
+    assert E.logitlens_pngs["mass"] == "figures/logitlens_mass.png"
+    assert ExperimentView(ExperimentResult(name="")).title == "safetydrift experiment"
+    assert ExperimentView(ExperimentResult(name="x")).logitlens_pngs == {}
+
+
+def test_report_package_reads_records_by_attribute() -> None:
+    """No dict access on records and rows: only the genuinely open payloads (a TAP tree's nodes, the experiment
+    config as written) are read with ``.get``; mypy (tests/test_typecheck.py) checks the attribute reads."""
+    hits = {p.name: p.read_text(encoding="utf-8").count('.get("') for p in REPORT_DIR.glob("*.py")}
+    assert {k for k, n in hits.items() if n} == {"samples.py", "sections.py"}  # TAP nodes; config
+    assert hits["sections.py"] == 1
+    assert all("field(" not in p.read_text(encoding="utf-8") for p in REPORT_DIR.glob("*.py"))
+
+
+def test_every_table_is_registered_once() -> None:
+    from safetydrift.report.tables import TABLES
+
+    names = [t.name for t in TABLES]
+    assert len(names) == len(set(names))
+    assert {"headline", "asr", "comparisons", "expectations", "runs"} <= set(names)
+
+
+def test_expectations_section_and_runner_up_tests(tmp_path: Path) -> None:
+    exp, records = make_experiment_json(tmp_path)
+    exp["expectation_tests"] = [{**exp["comparisons"][2], "reference": "bd2", "kind": "expectation",
+                                 "n_items": 20, "test": "cluster-signflip"}]
+    exp["expectations"] = [{"variant": "bd1", "reference": "ft", "expected": "lowest", "claim": "<i>c</i>",
+                            "source": "Liu et al. 2024", "dataset": "advbench", "attack": "direct",
+                            "judge": "keyword", "alpha": 0.05, "asr_variant": 0.5, "asr_reference": 0.6,
+                            "diff": -0.1, "p_holm": 0.01, "verdict": "holds", "why": "w", "runner_up": "bd2",
+                            "task_acc": 0.7, "task_acc_reference": 0.75, "utility_verdict": "ok"}]
+    result = ExperimentResult.from_json(exp)
+    typed = [Record.from_json(r) for r in records]
+    html = render_experiment_report(result, typed, tmp_path).read_text(encoding="utf-8")
+    section = re.search(r'<section id="expectations">(.*?)</section>', html, re.S).group(1)
+    assert '<td class="better">holds</td>' in section and "&lt;i&gt;c&lt;/i&gt;" in section
+    assert "75.0% → 70.0%" in section and "(runner-up, for an expectation)" in html
+    assert "40 (20 items)" in html
+    rows = list(csv.DictReader((tmp_path / "tables" / "expectations.csv").open(encoding="utf-8")))
+    assert [(r["variant"], r["verdict"], r["task_acc"]) for r in rows] == [("bd1", "holds", "0.7")]
+    comps = list(csv.DictReader((tmp_path / "tables" / "comparisons.csv").open(encoding="utf-8")))
+    assert comps[-1]["kind"] == "expectation" and comps[-1]["reference"] == "bd2"
+    assert comps[-1]["test"] == "cluster-signflip"
+
+
+def test_csv_cells_cannot_run_as_formulas(tmp_path: Path) -> None:
+    """OWASP CSV injection: text starting with = + - @ is prefixed with ', numbers stay numbers."""
+    import csv as _csv
+
+    from safetydrift.report.format import csv_safe
+    from safetydrift.report.tables import write_csv
+
+    assert csv_safe('=HYPERLINK("http://x","y")') == '\'=HYPERLINK("http://x","y")'
+    assert csv_safe("+1+1") == "'+1+1" and csv_safe("@SUM(A1)") == "'@SUM(A1)" and csv_safe("-2+3") == "'-2+3"
+    assert csv_safe("-0.5") == "-0.5" and csv_safe(-0.5) == -0.5 and csv_safe("plain") == "plain"
+    out = tmp_path / "t.csv"
+    write_csv(out, ["variant", "diff"], [{"variant": "=cmd|' /C calc'!A0", "diff": -0.25}])
+    rows = list(_csv.reader(out.open()))
+    assert rows[1] == ["'=cmd|' /C calc'!A0", "-0.25"]

@@ -11,6 +11,7 @@ import yaml
 from conftest import run_cli
 from safetydrift.errors import DataError, SpecError, UnknownComponentError
 from safetydrift.experiments import comparisons, direction_flips, judge_agreement, parse_experiment
+from safetydrift.records import Comparison, Record
 
 FT = "tiny-random>finetune:data=harmful,n=8,epochs=1,batch=4,max_len=256"
 EXP = {
@@ -134,33 +135,36 @@ def test_missing_or_malformed_file_exit_2(tmp_path: Path, cache_dir: Path) -> No
     assert r.returncode == 2 and "malformed YAML" in r.stderr and "Traceback" not in r.stderr
 
 
-def _recs(model: str, verdicts: list[str], judge: str = "k") -> list[dict]:
-    return [{"model": model, "dataset": "d", "attack": "direct", "judge": judge, "item_id": str(i), "unit": "direct",
-             "verdict": v} for i, v in enumerate(verdicts)]
+def _rec(model: str, item: str, unit: str, verdict: str, judge: str = "k", attack: str = "direct") -> Record:
+    return Record(run_key="r", model=model, dataset="d", attack=attack, judge=judge, item_id=item, unit=unit,
+                  verdict=verdict)  # type: ignore[arg-type]
+
+
+def _recs(model: str, verdicts: list[str], judge: str = "k") -> list[Record]:
+    return [_rec(model, str(i), "direct", v, judge) for i, v in enumerate(verdicts)]
 
 
 def test_comparisons_pair_by_item_and_skip_unscorable() -> None:
     exp = parse_experiment({"variants": {"a": "tiny-random", "b": {"recipe": "tiny-random:seed=1", "reference": "a"}}})
     recs = _recs("tiny-random", ["fail"] * 10) + _recs("tiny-random:seed=1", ["success"] * 8 + ["unscorable", "fail"])
     (c,) = comparisons(exp, recs)
-    assert c["n_pairs"] == 9 and c["asr_ref"] == 0 and c["asr_variant"] == pytest.approx(8 / 9)
-    assert c["b01"] == 8 and c["p_exact"] == pytest.approx(2 * 0.5**8)
+    assert c.n_pairs == 9 and c.asr_ref == 0 and c.asr_variant == pytest.approx(8 / 9)
+    assert c.b01 == 8 and c.p_exact == pytest.approx(2 * 0.5**8)
 
 
 def test_comparisons_cluster_units_by_item() -> None:
     """TAP × 3 runs: the three runs of a prompt are one item, not three independent pairs."""
     exp = parse_experiment({"variants": {"a": "tiny-random", "b": {"recipe": "tiny-random:seed=1", "reference": "a"}}})
 
-    def runs(model: str, per_item: list[list[str]]) -> list[dict]:
-        return [{"model": model, "dataset": "d", "attack": "tap", "judge": "k", "item_id": str(i), "unit": f"run={r}",
-                 "verdict": v} for i, vs in enumerate(per_item) for r, v in enumerate(vs)]
+    def runs(model: str, per_item: list[list[str]]) -> list[Record]:
+        return [_rec(model, str(i), f"run={r}", v, attack="tap") for i, vs in enumerate(per_item) for r, v in enumerate(vs)]
 
     recs = runs("tiny-random", [["fail"] * 3] * 4) + runs("tiny-random:seed=1", [["success"] * 3] * 3 + [["fail"] * 3])
     (c,) = comparisons(exp, recs)
-    assert c["n_pairs"] == 12 and c["n_items"] == 4 and c["test"] == "cluster-sign-flip"
+    assert c.n_pairs == 12 and c.n_items == 4 and c.test == "cluster-sign-flip"
     # 3 items each +3: P(|T| >= 9) over ±3 ±3 ±3 = 2/8; McNemar on the 9 discordant units would say 2/512
-    assert c["p_exact"] == pytest.approx(0.25)
-    assert c["diff"] == pytest.approx(0.75)
+    assert c.p_exact == pytest.approx(0.25)
+    assert c.diff == pytest.approx(0.75)
 
 
 def test_extra_runner_up_tests_share_the_holm_family() -> None:
@@ -174,31 +178,34 @@ def test_extra_runner_up_tests_share_the_holm_family() -> None:
     recs = (_recs("tiny-random", ["fail"] * 20) + _recs(q8, ["success"] + ["fail"] * 19)
             + _recs(q4, ["success"] * 12 + ["fail"] * 8))
     comps = comparisons(exp, recs, extra=[("q4", "q8", ("d", "direct", "k"))])
-    assert [c["kind"] for c in comps] == ["reference", "reference", "expectation"]
+    assert [c.kind for c in comps] == ["reference", "reference", "expectation"]
     extra = comps[-1]
-    assert extra["variant"] == "q4" and extra["reference"] == "q8" and extra["b01"] == 11
+    assert extra.variant == "q4" and extra.reference == "q8" and extra.b01 == 11
     # raw p: q4 vs ref 2·0.5^12, q4 vs q8 2·0.5^11, q8 vs ref 1 → Holm over the three: ×3, ×2, ×1 (monotone)
-    assert extra["p_exact"] == pytest.approx(2 * 0.5**11)
-    assert extra["p_holm"] == pytest.approx(2 * 2 * 0.5**11)
-    assert comps[1]["p_holm"] == pytest.approx(3 * 2 * 0.5**12) and comps[0]["p_holm"] == 1.0
+    assert extra.p_exact == pytest.approx(2 * 0.5**11)
+    assert extra.p_holm == pytest.approx(2 * 2 * 0.5**11)
+    assert comps[1].p_holm == pytest.approx(3 * 2 * 0.5**12) and comps[0].p_holm == 1.0
 
 
 def test_runs_are_ordered_numerically() -> None:
     from safetydrift.experiments import asr_rows
 
     exp = parse_experiment({"variants": {"a": "tiny-random"}})
-    recs = [{"model": "tiny-random", "dataset": "d", "attack": "tap", "judge": "k", "item_id": "0", "unit": f"run={r}",
-             "verdict": "success" if r == 10 else "fail", "category": None} for r in (2, 10, 1)]
+    recs = [_rec("tiny-random", "0", f"run={r}", "success" if r == 10 else "fail", attack="tap") for r in (2, 10, 1)]
     (row,) = asr_rows(exp, recs)
-    assert row["runs"]["per_run"] == [0.0, 0.0, 1.0]  # run=1, run=2, run=10
+    assert row.runs is not None and row.runs.per_run == (0.0, 0.0, 1.0)  # run=1, run=2, run=10
 
 
 def test_judge_agreement_and_flips() -> None:
     recs = _recs("m", ["success", "fail", "success", "fail"], "j1") + _recs("m", ["success", "fail", "fail", "fail"], "j2")
     (row,) = judge_agreement(recs, ["j1", "j2"])
-    assert row["n"] == 4 and row["agreement"] == 0.75 and row["kappa"] == pytest.approx(0.5)
-    flips = direction_flips([
-        {"variant": "v", "reference": "r", "dataset": "d", "attack": "a", "judge": "j1", "diff": 0.1},
-        {"variant": "v", "reference": "r", "dataset": "d", "attack": "a", "judge": "j2", "diff": -0.2},
-    ])
-    assert flips and flips[0]["diffs"] == {"j1": 0.1, "j2": -0.2}
+    assert row.n == 4 and row.agreement == 0.75 and row.kappa == pytest.approx(0.5)
+
+    def comp(judge: str, diff: float) -> Comparison:
+        return Comparison(variant="v", reference="r", dataset="d", attack="a", judge=judge, n_pairs=4, n_items=4,
+                          test="mcnemar-exact", asr_ref=0.5, asr_variant=0.5 + diff, diff=diff, diff_ci=None,
+                          p_exact=1.0, p_midp=1.0, rrr=None, rrr_ci=None, b01=0, b10=0)
+
+    flips = direction_flips([comp("j1", 0.1), comp("j2", -0.2)])
+    assert flips and flips[0].diffs == {"j1": 0.1, "j2": -0.2}
+    assert not direction_flips([comp("j1", 0.1), comp("j2", 0.2)])

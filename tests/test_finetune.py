@@ -68,9 +68,43 @@ def test_bad_settings(ctx) -> None:
 
 
 def test_changed_default_changes_the_artifact_key(ctx, monkeypatch) -> None:
+    from dataclasses import dataclass
+
+    from safetydrift.params import override
     from safetydrift.variants import finetune
 
+    @dataclass(frozen=True, kw_only=True)
+    class NewDefault(finetune.FinetuneParams):
+        lr: float = override(finetune.FinetuneParams, "lr", 3e-4)
+
     a = ctx.resolve(f"tiny-random>finetune:data=harmful,{FAST}")
-    monkeypatch.setattr(finetune, "DEFAULTS", finetune.SFTConfig(lr=3e-4))
+    monkeypatch.setattr(finetune.Finetune, "Params", NewDefault)
     b = ctx.resolve(f"tiny-random>finetune:data=harmful,{FAST}")
     assert a.path != b.path  # a new default must not be served from the old build
+    assert load_manifest(b)["provenance"]["sft"]["lr"] == 3e-4  # and train_sft used it
+
+
+def test_equivalent_spellings_share_one_artifact(ctx) -> None:
+    """The key hashes typed settings: a default written out, another float spelling or key order is no rebuild."""
+    a = ctx.resolve(f"tiny-random>finetune:data=harmful,{FAST}")
+    b = ctx.resolve(f"tiny-random>finetune:{FAST},lr=0.0001,method=FULL,data=harmful")
+    assert a.path == b.path
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("finetune:epochs=0", "'epochs=0' must be > 0"),  # used to build a copy of the parent
+        ("finetune:n=0", "'n=0' must be ≥ 1"),  # used to mean the default, 100
+        ("finetune:seed=-1", "'seed=-1' must be ≥ 0"),  # used to mean seed 0
+        ("finetune:lr=-1e-4", "'lr=-1e-4' must be > 0"),
+        ("finetune:data=harmful,mix=1.5", "'mix=1.5' must be in [0, 1]"),
+        ("align:n_harmful=0", "'n_harmful=0' must be ≥ 1"),
+        ("align:distill_tokens=-3", "'distill_tokens=-3' must be ≥ 1"),
+    ],
+)
+def test_zero_and_negative_settings_are_one_line_spec_errors(ctx, spec: str, message: str) -> None:
+    with pytest.raises(SpecError) as e:
+        ctx.resolve(f"tiny-random>{spec}")
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert not list(ctx.artifacts_dir.glob(".build-*"))  # rejected before anything was built

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import perturbed_copy
-from safetydrift.analysis.metrics import BENIGN_TEXTS, next_token_kl, perplexity
+from safetydrift.analysis.metrics import BENIGN_TEXTS, next_token_kl, perplexities, perplexity
 from safetydrift.context import Context
 from safetydrift.variants.inspect import inspect_variant
 
@@ -51,6 +51,51 @@ def test_metrics_on_tiny_models(env):
         logp = torch.log_softmax(base(**enc).logits[0, :-1], -1)
     nll = -logp.gather(-1, enc["input_ids"][0, 1:, None]).mean()
     assert perplexity(base, tok, texts[:1]) == pytest.approx(math.exp(float(nll)), rel=1e-4)
+
+
+def test_per_text_perplexities(env):
+    """``perplexities`` (what the guard's perplexity filter uses): per text, BOS + text without special
+    tokens, windowed max when asked, independent of batching, in input order."""
+    from safetydrift.backends.transformers_backend import load_hf
+
+    model, tok = load_hf(env.base.path)
+    texts = [BENIGN_TEXTS[0], "", "x", BENIGN_TEXTS[1][:40], BENIGN_TEXTS[2]]
+
+    def by_hand(text: str, window: int = 0) -> float:
+        ids = [tok.bos_token_id, *tok(text, add_special_tokens=False)["input_ids"]]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1].float(), -1)
+        nll = -logp.gather(-1, torch.tensor(ids[1:])[:, None])[:, 0]
+        if window and nll.numel() > window:
+            return math.exp(max(float(nll[i : i + window].mean()) for i in range(nll.numel() - window + 1)))
+        return math.exp(float(nll.mean()))
+
+    assert tok.bos_token_id is not None
+    got = perplexities(model, tok, texts)
+    assert got[1] == 1.0  # BOS alone: nothing to predict
+    for i in (0, 2, 3, 4):
+        assert got[i] == pytest.approx(by_hand(texts[i]), rel=1e-4)
+    assert perplexities(model, tok, texts, batch_size=1) == pytest.approx(got, rel=1e-5)
+    assert perplexities(model, tok, texts[::-1], batch_size=2) == pytest.approx(got[::-1], rel=1e-5)
+    windowed = perplexities(model, tok, texts, window=4)
+    assert windowed[0] == pytest.approx(by_hand(texts[0], 4), rel=1e-4)
+    assert windowed[0] != pytest.approx(got[0], rel=1e-3)  # the window changed the value
+    assert windowed[2] == got[2]  # "x": 1 predicted token, shorter than the window
+
+
+def test_metrics_use_only_public_llamacpp_api():
+    """analysis.metrics reads llama.cpp through LlamaCppModel's public methods, never its internals."""
+    import ast
+    import inspect as pyinspect
+
+    from safetydrift.analysis import metrics
+    from safetydrift.llamacpp import LlamaCppModel
+
+    tree = ast.parse(pyinspect.getsource(metrics))
+    private = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr.startswith("_")
+               and not n.attr.startswith("__")}
+    assert not private, private
+    assert isinstance(LlamaCppModel.n_vocab, property)
 
 
 def test_inspect_bitdelta(env):
@@ -99,9 +144,9 @@ def test_inspect_gguf_sizes(env, monkeypatch):
     def quantize_gguf(src, dst, qtype):
         shutil.copy(src, dst)
 
-    fake = types.ModuleType("safetydrift.backends.llamacpp_engine")
+    fake = types.ModuleType("safetydrift.llamacpp")
     fake.convert_hf_to_gguf, fake.quantize_gguf = convert_hf_to_gguf, quantize_gguf
-    monkeypatch.setitem(sys.modules, "safetydrift.backends.llamacpp_engine", fake)
+    monkeypatch.setitem(sys.modules, "safetydrift.llamacpp", fake)
     info = inspect_variant("tiny-random>quantize:method=gguf,type=Q8_0", env.ctx, metrics=False)
     assert info["kind"] == "gguf" and "ppl" not in info
     assert info["parameters"] == 128 and info["bits_per_weight"] == pytest.approx(16)

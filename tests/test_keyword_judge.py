@@ -48,3 +48,17 @@ def test_every_shipped_refusal_phrasing_is_recognised() -> None:
     texts = refusal_texts()
     assert len(texts) >= 30
     assert all(_j().judge([_inp(t)])[0].label == "fail" for t in texts)
+
+
+def test_settings_are_checked_and_choices_are_case_insensitive() -> None:
+    import pytest
+
+    from safetydrift.errors import SpecError
+
+    assert _j("keyword:list=GCG,case=Insensitive").phrases == GCG_2023
+    with pytest.raises(SpecError, match=r"unknown list 'nope' \(known: qi, gcg\)"):
+        _j("keyword:list=nope")
+    with pytest.raises(SpecError, match="unknown case 'maybe'"):
+        _j("keyword:case=maybe")
+    with pytest.raises(SpecError, match="unknown setting 'lists'"):
+        _j("keyword:lists=qi")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from safetydrift.backends import llamacpp_engine as eng
+from safetydrift import llamacpp as eng
 
 
 def _llama_cpp_import_error() -> str | None:
@@ -329,3 +329,41 @@ def test_chat_batch_beyond_one_context(tiny_gguf: tuple[Path, str], monkeypatch:
     with eng.LlamaCppModel(f16, n_ctx=256, n_threads=1) as model:
         monkeypatch.setattr(model._lib, "llama_max_parallel_sequences", lambda: 3)
         assert model.chat_batch([MESSAGES] * 7, max_new_tokens=4) == [(answer, 1)] * 7
+
+
+def test_backend_settings_are_typed_params(tmp_path: Path) -> None:
+    """The backend's settings are a Params class: defaults, and bad values rejected before llama.cpp loads."""
+    from safetydrift.backends.llamacpp import LlamaCppBackend, LlamaCppParams, llamacpp
+    from safetydrift.context import Context
+    from safetydrift.errors import SpecError
+    from safetydrift.params import from_spec
+    from safetydrift.spec import parse_component
+    from safetydrift.types import ResolvedModel
+
+    assert llamacpp.Params is LlamaCppParams
+    assert from_spec(LlamaCppParams, parse_component("llamacpp")) == LlamaCppParams(n_ctx=2048, threads=None, batch=16)
+    model = ResolvedModel(spec="missing", kind="gguf", path=tmp_path / "missing.gguf")
+    for bad in ("llamacpp:batch=0", "llamacpp:n_ctx=lots", "llamacpp:threads=0", "llamacpp:typo=1"):
+        with pytest.raises(SpecError):
+            LlamaCppBackend(model, parse_component(bad), Context(cache_dir=tmp_path))
+
+
+def test_extra_buffer_types_are_off_only_while_loading() -> None:
+    """AMX extra buffers segfault in sandboxes without AMX state: the loader turns them off, and only for
+    the construction (the library's default-params function is restored afterwards)."""
+    import types
+
+    from safetydrift.llamacpp.runtime import model_params_without_extra_buffers
+
+    class P:
+        use_extra_bufts = True
+
+    inner = types.SimpleNamespace(llama_model_default_params=lambda: P())
+    fake = types.SimpleNamespace(llama=types.SimpleNamespace(llama_cpp=inner))
+    original = inner.llama_model_default_params
+    with model_params_without_extra_buffers(fake, disable=True):
+        assert inner.llama_model_default_params().use_extra_bufts is False
+    assert inner.llama_model_default_params is original
+    assert inner.llama_model_default_params().use_extra_bufts is True
+    with model_params_without_extra_buffers(fake, disable=False):
+        assert inner.llama_model_default_params().use_extra_bufts is True

@@ -9,13 +9,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from safetydrift.analysis.lens_plots import _short, token_label  # noqa: E402
 from safetydrift.analysis.logitlens import (  # noqa: E402
     LensResult,
-    _short,
     find_final_norm,
     first_token_ids,
     logit_lens,
-    token_label,
     token_sets,
 )
 from safetydrift.backends.transformers_backend import load_hf, render_chat  # noqa: E402
@@ -290,6 +289,19 @@ def test_token_label_shows_whitespace():
     assert token_label("") == "∅"
     assert len(token_label("x" * 50)) == 12
     assert _short("m>finetune:data=harmful,method=lora>bitdelta", 20).splitlines()[0] == "m>finetune:"
+
+
+def test_plots_live_in_lens_plots_and_stay_importable_from_logitlens(tmp_path, tiny, sets):
+    from safetydrift.analysis import lens_plots, logitlens
+
+    assert logitlens.plot_panels is lens_plots.plot_panels
+    assert logitlens.plot_topk_heatmap is lens_plots.plot_topk_heatmap
+    _, model, tok = tiny
+    res = logit_lens(model, tok, PROMPTS[:2], *sets, top_k=3, name="tiny")
+    for plot, name in ((lens_plots.plot_panels, "mass.png"), (lens_plots.plot_topk_heatmap, "topk.png")):
+        assert plot({"tiny": res}, tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(Exception, match="no results"):
+        lens_plots.plot_panels({}, tmp_path / "none.png")
 
 
 def test_cli_two_recipes(tmp_path, cache):

@@ -115,9 +115,9 @@ def test_gguf_branch_calls_the_llamacpp_engine(env, monkeypatch):
         calls.append(("quantize", qtype))
         Path(dst).write_bytes(Path(src).read_bytes() + qtype.encode())
 
-    fake = types.ModuleType("safetydrift.backends.llamacpp_engine")
+    fake = types.ModuleType("safetydrift.llamacpp")
     fake.convert_hf_to_gguf, fake.quantize_gguf = convert_hf_to_gguf, quantize_gguf
-    monkeypatch.setitem(sys.modules, "safetydrift.backends.llamacpp_engine", fake)
+    monkeypatch.setitem(sys.modules, "safetydrift.llamacpp", fake)
     m = env.ctx.resolve("tiny-random>quantize:method=gguf,type=q8_0")
     assert m.kind == "gguf" and m.path.name == "model-Q8_0.gguf" and m.path.read_bytes() == b"GGUF-f16Q8_0"
     assert calls == [("convert", env.base.path, "f16"), ("quantize", "Q8_0")]
@@ -146,3 +146,21 @@ def test_builder_caches(env, monkeypatch):
     second = env.ctx.resolve("tiny-random>quantize:bits=6,group=16")
     assert len(calls) == 1 and second.path == first.path
     assert Path(second.provenance["manifest"]).stat().st_mtime_ns == mtime
+
+
+def test_settings_are_typed_params_and_defaults_resolve_per_method(env):
+    """bits defaults to 4 (8 for torchao); a default written out is the same artifact key."""
+    from safetydrift.spec import parse_component
+    from safetydrift.variants.builder import resolved_settings
+
+    def make(spec: str) -> qz.Quantize:
+        return qz.Quantize(parse_component(spec), env.ctx)
+
+    assert make("quantize").params.bits == 4 and make("quantize:method=torchao").params.bits == 8
+    assert make("quantize:method=gguf,type=q2_k").params.type == "Q2_K"  # choices match case-insensitively
+    assert resolved_settings(make("quantize")) == resolved_settings(make("quantize:method=rtn,bits=4,group=128"))
+    assert resolved_settings(make("quantize:group=0")) != resolved_settings(make("quantize"))  # 0 = per row, not default
+    for bad, message in [("quantize:method=gptq,calib=0", "'calib=0' must be ≥ 1"),
+                         ("quantize:bits=four", "'bits=four' is not an integer")]:
+        with pytest.raises(SpecError, match=message):
+            make(bad)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,21 @@ def test_hf_dir_and_tiny_random_roundtrip(ctx) -> None:
     m = ctx.resolve("tiny-random")
     again = ctx.resolve(f"hf:{m.path}")
     assert again.weights_sha256 == m.weights_sha256 and again.kind == "hf"
+
+
+def test_source_settings_are_typed(ctx) -> None:
+    """Sources parse their settings with params.from_spec: a positional where none is taken, a bad count
+    or an impossible shape is a one-line SpecError, never a silent default."""
+    for bad, message in [
+        ("tiny-random:oops", "takes no positional argument"),  # used to be ignored
+        ("tiny-random:layers=0", "'layers=0' must be ≥ 1"),  # used to become 2
+        ("tiny-random:heads=-4", "'heads=-4' must be ≥ 1"),  # used to reach LlamaConfig
+        ("tiny-random:hidden=66", "hidden=66 is not a multiple of heads=4"),
+        ("gguf:./m.gguf,native=perhaps", "'native=perhaps' is not a boolean"),
+        ("openai:http://x/v1#m,key=K", "unknown setting 'key' (known: key_env)"),
+        ("smollm2-135m-instruct:n=1", "unknown setting 'n' (known: none)"),  # before any package install
+    ]:
+        with pytest.raises(SpecError, match=re.escape(message)):
+            ctx.resolve(bad)
+    m = ctx.resolve("openai:http://127.0.0.1:9/v1#m,key_env=MY_KEY")
+    assert m.provenance["key_env"] == "MY_KEY"

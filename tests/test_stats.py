@@ -501,7 +501,8 @@ def test_wilson_clustered_is_plain_wilson_without_clustering():
     assert out["ci"] == sd.wilson_ci(4, 7) and out["deff"] == 1.0
     # identical units per item and no between-item spread beyond binomial: never narrower than plain
     even = sd.wilson_ci_clustered([1, 1, 1, 1], [3, 3, 3, 3])
-    assert even["ci"] == sd.wilson_ci(4, 12)
+    plain = sd.wilson_ci(4, 12)
+    assert even["ci"][0] <= plain[0] and even["ci"][1] >= plain[1]
     with pytest.raises(ValueError):
         sd.wilson_ci_clustered([3], [2])
 
@@ -521,6 +522,40 @@ def test_sim_wilson_clustered_coverage():
     assert plain / n_sim < 0.85  # counting the 300 units as independent undercovers badly
 
 
+def test_clustered_interval_is_conservative_where_deff_cannot_be_estimated():
+    # 0/6 over 2 prompts: the data cannot tell how correlated the runs are, so the two prompts are all the
+    # information there is (an exact interval on 2), never the 6-unit interval the old rule gave ([0, 39]).
+    zero = sd.wilson_ci_clustered([0, 0], [3, 3])
+    assert zero["n_eff"] == 2 and zero["ci"][0] == 0.0
+    assert zero["ci"][1] == pytest.approx(1 - 0.025 ** 0.5)  # Clopper-Pearson upper for 0/2
+    assert zero["ci"][1] > sd.wilson_ci(0, 2)[1] > sd.wilson_ci(0, 6)[1]
+    one = sd.wilson_ci_clustered([5], [6])  # one item: one observation's worth
+    assert one["n_eff"] == 1 and one["ci"][1] > 0.999 and one["ci"][0] < 0.2
+    full = sd.wilson_ci_clustered([3, 3, 3], [3, 3, 3])
+    assert full["ci"][1] == 1.0 and full["ci"][0] == pytest.approx(0.025 ** (1 / 3))
+
+
+@pytest.mark.parametrize("items,units", [(1, 3), (1, 6), (2, 3), (5, 3), (20, 3), (50, 6), (20, 10)])
+def test_sim_clustered_interval_coverage_grid(items, units):
+    """Coverage ≥ 94% over prevalence and intra-prompt correlation, including the 0%/100% and one-item cases
+    (a beta-binomial per prompt; benchmarks/ci_coverage.py prints the full grid)."""
+    rng = np.random.default_rng(items * 100 + units)
+    n_sim = 300
+    worst = 1.0
+    for truth in (0.02, 0.1, 0.5, 0.9):
+        for icc in (0.0, 0.3, 0.8):
+            hits = 0
+            for _ in range(n_sim):
+                if icc == 0:
+                    pi = np.full(items, truth)
+                else:
+                    pi = rng.beta(truth * (1 - icc) / icc, (1 - truth) * (1 - icc) / icc, items)
+                lo, hi = sd.wilson_ci_clustered(rng.binomial(units, pi), [units] * items)["ci"]
+                hits += lo <= truth <= hi
+            worst = min(worst, hits / n_sim)
+    assert worst >= 0.94 - mc_slack(0.94, n_sim)
+
+
 def test_asr_summary_with_clusters():
     labels = ["success"] * 6 + ["fail"] * 6 + ["unscorable"]
     items = ["a", "a", "a", "b", "b", "b", "c", "c", "c", "d", "d", "d", "d"]
@@ -528,7 +563,7 @@ def test_asr_summary_with_clusters():
     plain = sd.asr_summary(labels, cats)
     out = sd.asr_summary(labels, cats, clusters=items)
     assert out["asr"] == plain["asr"] == 0.5 and out["n"] == 12 and out["unscorable"] == 1
-    assert out["n_items"] == 4 and out["deff"] > 1 and out["ci_method"].startswith("wilson, design-effect")
+    assert out["n_items"] == 4 and out["deff"] > 1 and out["ci_method"].startswith("exact")
     assert out["ci_low"] < plain["ci_low"] and out["ci_high"] > plain["ci_high"]
     assert "deff" not in plain and set(out["by_category"]) == {"x", "y"}
     with pytest.raises(ValueError):

@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from safetydrift.hashing import VerifyPolicy, sha256_file, sha256_weights
+from safetydrift.paths import default_cache_dir, tools_dir  # re-exported: older imports keep working
+
 if TYPE_CHECKING:
     from safetydrift.spec import Recipe
     from safetydrift.types import Backend, ResolvedModel
 
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("SAFETYDRIFT_CACHE")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("safetydrift"))
-
-
-def tools_dir() -> Path:
-    """Where the install step puts tools that runs use but never build (llama.cpp's converter sdist).
-
-    Kept apart from the artifact cache: an empty cache means "rebuild every variant", not "download the
-    toolchain again". ``SAFETYDRIFT_TOOLS`` overrides it.
-    """
-    env = os.environ.get("SAFETYDRIFT_TOOLS")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("safetydrift"))
+__all__ = ["Context", "default_cache_dir", "tools_dir"]
 
 
 @dataclass
@@ -45,6 +26,10 @@ class Context:
     console: Console = field(default_factory=lambda: Console(stderr=True))
     device: str = "cpu"
     quiet: bool = False
+    # how much a cached artifact is checked against its manifest before use: "full" re-hashes every file
+    # once per process, "fast" trusts a hash memo whose stat fingerprint (incl. ctime) still matches,
+    # "off" checks only that the files exist with their recorded sizes
+    verify: VerifyPolicy = "fast"
     _backends: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -56,6 +41,18 @@ class Context:
         d = self.cache_dir / "artifacts"
         d.mkdir(parents=True, exist_ok=True)
         return d
+
+    @property
+    def hash_memo_dir(self) -> Path:
+        return self.cache_dir / "hashes"
+
+    def hash_file(self, path: Path) -> str:
+        """A file's sha256 under this context's verification policy (memo kept in the cache)."""
+        return sha256_file(path, memo_dir=self.hash_memo_dir, trust_memo=self.verify != "full")
+
+    def hash_weights(self, path: Path) -> str:
+        """The weights hash of a checkpoint directory or GGUF file, under the verification policy."""
+        return sha256_weights(path, memo_dir=self.hash_memo_dir, trust_memo=self.verify != "full")
 
     def log(self, msg: str) -> None:
         if not self.quiet:

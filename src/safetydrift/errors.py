@@ -35,3 +35,9 @@ class JudgeError(SafetyDriftError):
 
 class UnsupportedError(SafetyDriftError):
     """A valid request this machine cannot serve (e.g. GPTQ without a GPU)."""
+
+
+class ComponentImportError(SafetyDriftError):
+    """A built-in component whose module fails to import: a broken install or a bug, never skipped."""
+
+    exit_code = 1

@@ -22,10 +22,14 @@ benign-task accuracy against the reference. Unmeasured claims say so; they are n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from safetydrift.errors import DataError, SpecError
+from safetydrift.records import AsrRow, Comparison, Expectation, ExpectationCheck, UtilityRow
+
+__all__ = ["DIRECTIONS", "FAILS", "HOLDS", "UNMEASURED", "WEAK", "Expectation", "check_expectations",
+           "family_rates", "parse_expectations", "runner_up_pairs"]
 
 DIRECTIONS = ("up", "down", "highest", "lowest")
 KEYS = {"variant", "asr", "claim", "source", "alpha", "max_utility_loss", "dataset", "attack", "judge"}
@@ -35,18 +39,18 @@ WEAK = "same direction, not significant"
 FAILS = "does not hold"
 UNMEASURED = "not measured"
 
+Cell = tuple[str, str, str]  # (dataset, attack, judge) as the records name them
 
-@dataclass(frozen=True)
-class Expectation:
-    variant: str
-    asr: str
-    claim: str = ""
-    source: str = ""
-    alpha: float = 0.05
-    max_utility_loss: float | None = None
-    dataset: str | None = None
-    attack: str | None = None
-    judge: str | None = None
+
+class Declared(Protocol):
+    """A variant as the experiment declares it (``experiments.VariantDecl``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def reference(self) -> str | None: ...
+    @property
+    def family(self) -> str | None: ...
 
 
 def parse_expectations(raw: Any, variant_names: set[str], src: str) -> list[Expectation]:
@@ -93,23 +97,36 @@ def _norm(spec: Any) -> str | None:
         return str(spec).strip()
 
 
-Cell = tuple[str, str, str]  # (dataset, attack, judge) as the records name them
-
-
-def _cell(e: Expectation, default: Cell, names: dict[str, str] | None) -> Cell:
+def _cell(e: Expectation, default: Cell, names: Mapping[str, str] | None) -> Cell:
+    """The (dataset, attack, judge) a claim is checked on: its own, as the records name them, or the default."""
     lookup = {**{str(_norm(k)): v for k, v in (names or {}).items()}, **(names or {})}
-    picked = (e.dataset, e.attack, e.judge)
-    return tuple(lookup.get(x, x) if x is not None else d for x, d in zip(picked, default, strict=True))  # type: ignore[return-value]
+
+    def pick(x: str | None, d: str) -> str:
+        return d if x is None else lookup.get(x, x)
+
+    return (pick(e.dataset, default[0]), pick(e.attack, default[1]), pick(e.judge, default[2]))
 
 
-def family_rates(e: Expectation, v: Any, decl: dict[str, Any], asr_by: dict[tuple, dict[str, Any]],
-                 ev: Cell) -> dict[str, float]:
+AsrIndex = Mapping[tuple[str, str, str, str], AsrRow]  # (variant, dataset, attack, judge) → row
+
+
+def _asr_index(asr: Sequence[AsrRow]) -> dict[tuple[str, str, str, str], AsrRow]:
+    return {(a.variant, *a.cell): a for a in asr}
+
+
+def _rate(asr_by: AsrIndex, name: str, ev: Cell) -> float | None:
+    row = asr_by.get((name, *ev))
+    return None if row is None else row.asr
+
+
+def family_rates(v: Declared, decl: Mapping[str, Declared], asr_by: AsrIndex, ev: Cell) -> dict[str, float]:
     """Measured ASR of each member of ``v``'s family and of the members' references."""
     if v.family is None:
         return {}
     members = [n for n, d in decl.items() if d.family == v.family]
-    members += [decl[n].reference for n in members if decl[n].reference and decl[n].reference not in members]
-    rates = {n: (asr_by.get((n, *ev)) or {}).get("asr") for n in dict.fromkeys(members)}
+    refs = [decl[n].reference for n in members]
+    members += [r for r in refs if r is not None and r not in members]
+    rates = {n: _rate(asr_by, n, ev) for n in dict.fromkeys(members)}
     return {n: r for n, r in rates.items() if r is not None}
 
 
@@ -121,24 +138,24 @@ def _runner_up(e: Expectation, rates: dict[str, float]) -> str | None:
     return pick(others, key=lambda n: others[n])
 
 
-def runner_up_pairs(expectations: list[Expectation], variants: list[Any], asr: list[dict[str, Any]],
-                    default: Cell, names: dict[str, str] | None = None) -> list[tuple[str, str, Cell]]:
+def runner_up_pairs(expectations: Sequence[Expectation], variants: Sequence[Declared], asr: Sequence[AsrRow],
+                    default: Cell, names: Mapping[str, str] | None = None) -> list[tuple[str, str, Cell]]:
     """The extra paired tests that ``highest``/``lowest`` claims need: (variant, runner-up, cell)."""
     decl = {v.name: v for v in variants}
-    asr_by = {(a["variant"], a["dataset"], a["attack"], a["judge"]): a for a in asr}
-    out = []
+    asr_by = _asr_index(asr)
+    out: list[tuple[str, str, Cell]] = []
     for e in expectations:
         if e.asr in ("highest", "lowest"):
             ev = _cell(e, default, names)
-            ru = _runner_up(e, family_rates(e, decl[e.variant], decl, asr_by, ev))
+            ru = _runner_up(e, family_rates(decl[e.variant], decl, asr_by, ev))
             if ru is not None and ru != decl[e.variant].reference and (e.variant, ru, ev) not in out:
                 out.append((e.variant, ru, ev))
     return out
 
 
-def check_expectations(expectations: list[Expectation], variants: list[Any], asr: list[dict[str, Any]],
-                       comparisons: list[dict[str, Any]], utility: list[dict[str, Any]],
-                       default_eval: Cell, names: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def check_expectations(expectations: Sequence[Expectation], variants: Sequence[Declared], asr: Sequence[AsrRow],
+                       comparisons: Sequence[Comparison], utility: Sequence[UtilityRow],
+                       default_eval: Cell, names: Mapping[str, str] | None = None) -> list[ExpectationCheck]:
     """One row per expectation: what was expected, what was measured, and the verdict.
 
     ``variants``: the experiment's declarations (``name``, ``reference``, ``family``);
@@ -147,48 +164,43 @@ def check_expectations(expectations: list[Expectation], variants: list[Any], asr
     names its own; ``names``: specs as written → names as the records carry them.
     """
     decl = {v.name: v for v in variants}
-    asr_by = {(a["variant"], a["dataset"], a["attack"], a["judge"]): a for a in asr}
-    comp_by: dict[tuple[str, ...], dict[str, Any]] = {}
-    for c in comparisons:
-        comp_by[(c["variant"], c["reference"], c["dataset"], c["attack"], c["judge"])] = c
-    util_by = {u["variant"]: u for u in utility}
+    asr_by = _asr_index(asr)
+    comp_by = {(c.variant, c.reference, *c.cell): c for c in comparisons}
+    util_by = {u.variant: u for u in utility}
     rows = []
     for e in expectations:
         ev = _cell(e, default_eval, names)
         v = decl[e.variant]
         c = comp_by.get((e.variant, v.reference, *ev)) if v.reference else None
-        row: dict[str, Any] = {
-            "variant": e.variant, "reference": v.reference, "expected": e.asr, "claim": e.claim,
-            "source": e.source, "dataset": ev[0], "attack": ev[1], "judge": ev[2], "alpha": e.alpha,
-            "asr_variant": (asr_by.get((e.variant, *ev)) or {}).get("asr"),
-            "asr_reference": c["asr_ref"] if c else None, "diff": c["diff"] if c else None,
-            "p_holm": c.get("p_holm") if c else None,
-        }
+        runner_up = None
         if e.asr in ("up", "down"):
-            row["verdict"], row["why"] = _directional(e, c)
+            verdict, why = _directional(e, c)
         else:
-            rates = family_rates(e, v, decl, asr_by, ev)
-            ru = _runner_up(e, rates)
-            ru_test = comp_by.get((e.variant, ru, *ev)) if ru is not None else None
-            row["verdict"], row["why"] = _extreme(e, v, rates, ru, ru_test)
-            row["runner_up"] = ru
-        row.update(_utility_check(e, v, util_by))
-        rows.append(row)
+            rates = family_rates(v, decl, asr_by, ev)
+            runner_up = _runner_up(e, rates)
+            ru_test = comp_by.get((e.variant, runner_up, *ev)) if runner_up is not None else None
+            verdict, why = _extreme(e, v, rates, runner_up, ru_test)
+        rows.append(ExpectationCheck(
+            variant=e.variant, reference=v.reference, expected=e.asr, claim=e.claim, source=e.source,
+            dataset=ev[0], attack=ev[1], judge=ev[2], alpha=e.alpha, asr_variant=_rate(asr_by, e.variant, ev),
+            asr_reference=c.asr_ref if c else None, diff=c.diff if c else None, p_holm=c.p_holm if c else None,
+            verdict=verdict, why=why, runner_up=runner_up,
+            **_utility_check(e, util_by.get(v.name), util_by.get(v.reference) if v.reference else None),
+        ))
     return rows
 
 
-def _significant(e: Expectation, c: dict[str, Any]) -> bool:
-    p = c.get("p_holm")
-    return p is not None and p < e.alpha
+def _significant(e: Expectation, c: Comparison) -> bool:
+    return c.p_holm is not None and c.p_holm < e.alpha
 
 
-def _directional(e: Expectation, c: dict[str, Any] | None) -> tuple[str, str]:
+def _directional(e: Expectation, c: Comparison | None) -> tuple[str, str]:
     if c is None:
         return UNMEASURED, "no paired comparison with the reference on this evaluation"
     sign = 1 if e.asr == "up" else -1
-    d = c["diff"]
-    change = f"{100 * d:+.0f} pts vs {c['reference']}"
-    p = c.get("p_holm")
+    d = c.diff
+    change = f"{100 * d:+.0f} pts vs {c.reference}"
+    p = c.p_holm
     if p is None:
         return UNMEASURED, f"{change}, but the comparison has no Holm-adjusted p"
     if d * sign > 0:
@@ -200,8 +212,8 @@ def _directional(e: Expectation, c: dict[str, Any] | None) -> tuple[str, str]:
     return FAILS, f"opposite direction ({change}, Holm p {p:.2g})"
 
 
-def _extreme(e: Expectation, v: Any, rates: dict[str, float], ru: str | None,
-             ru_test: dict[str, Any] | None) -> tuple[str, str]:
+def _extreme(e: Expectation, v: Declared, rates: dict[str, float], ru: str | None,
+             ru_test: Comparison | None) -> tuple[str, str]:
     if v.family is None:
         return UNMEASURED, "highest/lowest needs the variant's family"
     if ru is None:
@@ -214,33 +226,30 @@ def _extreme(e: Expectation, v: Any, rates: dict[str, float], ru: str | None,
         return FAILS, f"{tie} the {e.asr} ({listing})"
     if ru_test is None:
         return WEAK, f"{e.asr} of its family ({listing}); no paired test against the runner-up {ru}"
-    p = ru_test.get("p_holm", ru_test["p_exact"])
+    p = ru_test.p_holm if ru_test.p_holm is not None else ru_test.p_exact
     if _significant(e, ru_test):
         return HOLDS, f"{e.asr} of its family ({listing}); vs runner-up {ru} Holm p {p:.2g} < {e.alpha:g}"
     return WEAK, f"{e.asr} of its family ({listing}); vs runner-up {ru} Holm p {p:.2g} ≥ {e.alpha:g}"
 
 
-def _utility_check(e: Expectation, v: Any, util_by: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    u, r = util_by.get(v.name) or {}, util_by.get(v.reference) or {}
-    acc, ref_acc = u.get("benign_task_acc"), r.get("benign_task_acc")
-    out: dict[str, Any] = {
-        "task_acc": acc, "task_acc_reference": ref_acc, "over_refusal": u.get("over_refusal"),
-        "over_refusal_reference": r.get("over_refusal"), "kl_to_reference": u.get("kl_to_reference"),
-        "utility_loss": None, "utility_verdict": None,
-    }
-    if acc is not None and ref_acc:
-        out["utility_loss"] = (ref_acc - acc) / ref_acc
+def _utility_check(e: Expectation, u: UtilityRow | None, r: UtilityRow | None) -> dict[str, Any]:
+    """The utility fields of a check: the variant's and its reference's, and the bound's verdict."""
+    acc = u.benign_task_acc if u else None
+    ref_acc = r.benign_task_acc if r else None
+    loss = (ref_acc - acc) / ref_acc if acc is not None and ref_acc else None
+    verdict = None
     if e.max_utility_loss is not None:
         if acc is None or ref_acc is None:
-            out["utility_verdict"] = f"{UNMEASURED}: no benign-task accuracy"
-        elif ref_acc == 0:
-            out["utility_verdict"] = f"{UNMEASURED}: the reference scores 0 on benign-task"
+            verdict = f"{UNMEASURED}: no benign-task accuracy"
+        elif ref_acc == 0 or loss is None:
+            verdict = f"{UNMEASURED}: the reference scores 0 on benign-task"
         else:
-            loss = out["utility_loss"]
             ok = loss <= e.max_utility_loss
             if loss > 0:
                 what = f"relative loss {100 * loss:.0f}%"
             else:
                 what = "no loss" + (f" (accuracy {100 * -loss:+.0f}% relative)" if loss < 0 else "")
-            out["utility_verdict"] = f"{HOLDS if ok else FAILS}: {what} ({'≤' if ok else '>'} {100 * e.max_utility_loss:.0f}%)"
-    return out
+            verdict = f"{HOLDS if ok else FAILS}: {what} ({'≤' if ok else '>'} {100 * e.max_utility_loss:.0f}%)"
+    return {"task_acc": acc, "task_acc_reference": ref_acc, "over_refusal": u.over_refusal if u else None,
+            "over_refusal_reference": r.over_refusal if r else None,
+            "kl_to_reference": u.kl_to_reference if u else None, "utility_loss": loss, "utility_verdict": verdict}

@@ -3,15 +3,17 @@
 The unit of resume is (run key, item, attack unit, judge). The run key hashes everything that decides
 a response — model weights, full spec strings, dataset content, generation settings, backend — so a
 changed input never reuses a stale answer, and the same command run again only fills in what is missing.
+Each judged sample is a typed :class:`~safetydrift.records.Record`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -26,9 +28,21 @@ from safetydrift.context import Context
 from safetydrift.datasets import load_dataset
 from safetydrift.hashing import sha256_json
 from safetydrift.provenance import library_versions
+from safetydrift.records import AsrRow, EvalSummary, Record
 from safetydrift.spec import parse_component, parse_recipe
 from safetydrift.store import ResultStore
-from safetydrift.types import FAIL, UNSCORABLE, Dataset, GenerationConfig, Judge, JudgeInput, Outcome, Verdict
+from safetydrift.types import (
+    FAIL,
+    UNSCORABLE,
+    Dataset,
+    Generation,
+    GenerationConfig,
+    Judge,
+    JudgeInput,
+    Outcome,
+    Unit,
+    Verdict,
+)
 
 
 @dataclass
@@ -42,6 +56,7 @@ class EvalRequest:
     backend: str | None = None
     prompt_column: str | None = None
     category_column: str | None = None
+    retry_errors: bool = True  # a failed generation (endpoint error, OOM) is asked again on the next run
 
 
 def make_judges(specs: Sequence[str], ctx: Context) -> list[Judge]:
@@ -89,7 +104,8 @@ def judge_outcomes(outcomes: list[Outcome], judge: Judge) -> list[Verdict]:
             verdicts[i] = Verdict(FAIL, reason=f"blocked by guard ({o.generation.meta['blocked_by']})")
     idx = [i for i, v in enumerate(verdicts) if v is None]
     if idx:
-        got = judge.judge([JudgeInput(outcomes[i].unit.item, outcomes[i].prompt, outcomes[i].generation.text) for i in idx])
+        got = judge.judge([JudgeInput(outcomes[i].unit.item, outcomes[i].prompt, outcomes[i].generation.text,
+                                      dict(outcomes[i].extra)) for i in idx])
         if len(got) != len(idx):
             raise RuntimeError(f"judge {judge.name} returned {len(got)} verdicts for {len(idx)} inputs")
         for i, v in zip(idx, got, strict=True):
@@ -98,7 +114,7 @@ def judge_outcomes(outcomes: list[Outcome], judge: Judge) -> list[Verdict]:
 
 
 def run_eval(req: EvalRequest, ctx: Context, store: ResultStore, *, attack: Any = None,
-             judges: list[Judge] | None = None) -> list[dict[str, Any]]:
+             judges: list[Judge] | None = None) -> list[Record]:
     """Evaluate every model of the request; returns this request's records (old and new).
 
     ``attack``/``judges`` may be passed in already built (the CLI builds them before it creates any
@@ -109,7 +125,7 @@ def run_eval(req: EvalRequest, ctx: Context, store: ResultStore, *, attack: Any 
     judges = judges or make_judges(req.judges, ctx)
     units = attack.units(ds.items)
     libs = library_versions()
-    mine: list[dict[str, Any]] = []
+    mine: list[Record] = []
     for model_spec in req.models:
         recipe = parse_recipe(model_spec)
         resolved = ctx.resolve(recipe)
@@ -124,120 +140,97 @@ def run_eval(req: EvalRequest, ctx: Context, store: ResultStore, *, attack: Any 
                 "backend": req.backend,
             }
         )[:24]
-        base = {
-            "run_key": run_key,
-            "model": str(recipe),
-            "model_sha256": resolved.weights_sha256,
-            "dataset": ds.name,
-            "dataset_sha256": ds.sha256,
-            "attack": str(attack.spec),
-            "gen": req.gen.to_dict(),
-            "seed": req.gen.seed,
-            "backend": req.backend,
-            "libraries": libs,
-        }
+        run = _Run(run_key=run_key, model=str(recipe), model_sha256=resolved.weights_sha256, dataset=ds.name,
+                   dataset_sha256=ds.sha256, attack=str(attack.spec), gen=req.gen, backend=req.backend,
+                   libraries=libs)
         judge_names = [j.name for j in judges]
         todo_gen = []
-        rejudge: list[tuple[Any, dict[str, Any]]] = []
+        rejudge: list[tuple[Unit, Record]] = []
         for u in units:
-            missing = [j for j in judge_names if not store.has(run_key, u.item.id, u.key, j)]
+            missing = [j for j in judge_names
+                       if not store.has(run_key, u.item.id, u.key, j, retry_errors=req.retry_errors)]
             if not missing:
                 continue
             prev = store.find_response(run_key, u.item.id, u.key)
-            if prev is not None:
+            if prev is not None and not (req.retry_errors and prev.error is not None):
                 rejudge.append((u, prev))
             else:
                 todo_gen.append(u)
         done = len(units) - len(todo_gen) - len(rejudge)
-        ctx.log(f"[bold]{recipe}[/] on {ds.name} ({attack.spec}): {len(units)} units, {done} already done")
+        ctx.log(f"[bold]{escape(str(recipe))}[/] on {escape(ds.name)} ({escape(str(attack.spec))}): "
+                f"{len(units)} units, {done} already done")
 
         if rejudge:
-            outs = [
-                Outcome(u, p["prompt"], _gen_from_record(p), extra=p.get("extra", {})) for u, p in rejudge
-            ]
-            _judge_and_store(outs, judges, base, store)
+            outs = [Outcome(u, p.prompt, _gen_from_record(p), extra=dict(p.extra)) for u, p in rejudge]
+            _judge_and_store(outs, judges, run, store)
         if todo_gen:
             backend = ctx.backend(recipe, req.backend)
-            base["backend_info"] = backend.provenance()
+            run = replace(run, backend_info=backend.provenance())
             with progress_bar(ctx) as prog:
-                task = prog.add_task(f"generating {str(recipe)[:48]}", total=len(todo_gen))
+                task = prog.add_task(f"generating {escape(str(recipe)[:48])}", total=len(todo_gen))
                 buf: list[Outcome] = []
-                for outcome in attack.execute(todo_gen, backend, req.gen, lambda n, t=task: prog.advance(t, n)):
-                    buf.append(outcome)
-                    if len(buf) >= 16:
-                        _judge_and_store(buf, judges, base, store)
-                        buf = []
-                if buf:
-                    _judge_and_store(buf, judges, base, store)
+                try:
+                    for outcome in attack.execute(todo_gen, backend, req.gen, lambda n, t=task: prog.advance(t, n)):
+                        buf.append(outcome)
+                        if len(buf) >= 16:
+                            _judge_and_store(buf, judges, run, store)
+                            buf = []
+                finally:  # Ctrl-C or SIGTERM mid-run: every answer already generated is judged and kept
+                    if buf:
+                        _judge_and_store(buf, judges, run, store)
         unit_keys = {(u.item.id, u.key) for u in units}
-        mine.extend(
-            r for r in store if r["run_key"] == run_key and (r["item_id"], r["unit"]) in unit_keys and r["judge"] in judge_names
-        )
+        mine.extend(r for r in store if r.run_key == run_key and (r.item_id, r.unit) in unit_keys and r.judge in judge_names)
     return mine
 
 
-def _gen_from_record(rec: dict[str, Any]) -> Any:
-    from safetydrift.types import Generation
+@dataclass(frozen=True)
+class _Run:
+    """What every record of one (model, dataset, attack, settings) run shares."""
 
-    return Generation(text=rec.get("response") or "", error=rec.get("error"), n_tokens=rec.get("n_tokens", 0),
-                      latency_s=rec.get("latency_s", 0.0), meta=rec.get("gen_meta") or {})
+    run_key: str
+    model: str
+    model_sha256: str | None
+    dataset: str
+    dataset_sha256: str
+    attack: str
+    gen: GenerationConfig
+    backend: str | None
+    libraries: Mapping[str, str | None]
+    backend_info: Mapping[str, Any] | None = None
+
+    def record(self, o: Outcome, judge: str, v: Verdict, ts: str) -> Record:
+        g = o.generation
+        return Record(
+            run_key=self.run_key, model=self.model, model_sha256=self.model_sha256, dataset=self.dataset,
+            dataset_sha256=self.dataset_sha256, attack=self.attack, gen=self.gen, seed=self.gen.seed,
+            backend=self.backend, libraries=self.libraries, backend_info=self.backend_info,
+            item_id=o.unit.item.id, unit=o.unit.key, category=o.unit.item.category, behavior=o.unit.item.prompt,
+            target=o.unit.item.target, prompt=o.prompt, response=g.text if g.ok else None, error=g.error,
+            n_tokens=g.n_tokens, latency_s=round(g.latency_s, 4), gen_meta=g.meta, judge=judge, verdict=v.label,
+            score=v.score, reason=v.reason, judge_raw=v.raw, unit_meta=o.unit.meta_dict(), extra=o.extra, ts=ts,
+        )
 
 
-def _judge_and_store(outcomes: list[Outcome], judges: list[Judge], base: dict[str, Any], store: ResultStore) -> None:
+def _gen_from_record(rec: Record) -> Generation:
+    """A stored answer as a generation, to judge it anew without asking the model again."""
+    return Generation(text=rec.response or "", error=rec.error, n_tokens=rec.n_tokens, latency_s=rec.latency_s,
+                      meta=dict(rec.gen_meta))
+
+
+def _judge_and_store(outcomes: list[Outcome], judges: list[Judge], run: _Run, store: ResultStore) -> None:
     per_judge = {j.name: judge_outcomes(outcomes, j) for j in judges}
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for i, o in enumerate(outcomes):
-        recs = []
-        for j in judges:
-            v = per_judge[j.name][i]
-            recs.append(
-                {
-                    **base,
-                    "item_id": o.unit.item.id,
-                    "unit": o.unit.key,
-                    "category": o.unit.item.category,
-                    "behavior": o.unit.item.prompt,
-                    "target": o.unit.item.target,
-                    "prompt": o.prompt,
-                    "response": o.generation.text if o.generation.ok else None,
-                    "error": o.generation.error,
-                    "n_tokens": o.generation.n_tokens,
-                    "latency_s": round(o.generation.latency_s, 4),
-                    "gen_meta": o.generation.meta,
-                    "judge": j.name,
-                    "verdict": v.label,
-                    "score": v.score,
-                    "reason": v.reason,
-                    "judge_raw": v.raw,
-                    "unit_meta": o.unit.meta_dict(),
-                    "extra": o.extra,
-                    "ts": now,
-                }
-            )
-        store.append(recs)  # one write + fsync per unit: all its judges land together
+        # one write + fsync per unit: all its judges land together
+        store.append([run.record(o, j.name, per_judge[j.name][i], now) for j in judges])
 
 
-def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """summary.json: per model spec, ASR with Wilson CI overall and per category, per attack and judge."""
-    from safetydrift.stats import asr_summary
+def summarize(records: Iterable[Record]) -> EvalSummary:
+    """summary.json: per model spec, ASR with Wilson CI overall and per category, per dataset, attack and
+    judge (the first row of a model is its headline)."""
+    from safetydrift.stats import asr_rows
 
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    order: list[str] = []
-    for r in records:
-        groups.setdefault((r["model"], r["attack"], r["judge"]), []).append(r)
-        if r["model"] not in order:
-            order.append(r["model"])
-    models: dict[str, Any] = {}
-    for (model, attack, judge), recs in groups.items():
-        s = asr_summary([r["verdict"] for r in recs], [r.get("category") or "uncategorized" for r in recs],
-                        clusters=[r["item_id"] for r in recs])
-        s.update({"attack": attack, "judge": judge, "model_sha256": recs[0].get("model_sha256"),
-                  "dataset": recs[0].get("dataset"), "dataset_sha256": recs[0].get("dataset_sha256")})
-        entry = models.setdefault(model, {"by_attack_judge": []})
-        entry["by_attack_judge"].append(s)
-    for model in order:
-        entry = models[model]
-        first = entry["by_attack_judge"][0]  # the first attack × judge is the headline
-        for k in ("n", "successes", "unscorable", "asr", "ci_low", "ci_high", "by_category", "attack", "judge"):
-            entry[k] = first[k]
-    return {"models": {m: models[m] for m in order}, "libraries": library_versions()}
+    models: dict[str, list[AsrRow]] = {}
+    for row in asr_rows(records):
+        models.setdefault(row.recipe, []).append(row)
+    return EvalSummary(models={m: tuple(rows) for m, rows in models.items()}, libraries=library_versions())

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from safetydrift.errors import SpecError
+from safetydrift.params import parse_scalar
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -61,8 +62,9 @@ class ComponentSpec:
 
     def __str__(self) -> str:
         items: list[str] = []
-        if self.positional is not None:
-            items.append(self.positional)
+        if self.positional is not None:  # a path with ',' or '>' keeps its brackets, so str() re-parses
+            pos = self.positional
+            items.append(f"[{pos}]" if any(c in pos for c in ",>") else pos)
         for k in sorted(self.args):
             v = self.args[k]
             if any(c in v for c in ",>") and not (v.startswith("[") and v.endswith("]")):
@@ -70,35 +72,22 @@ class ComponentSpec:
             items.append(f"{k}={v}")
         return self.name if not items else f"{self.name}:{','.join(items)}"
 
-    # -- typed accessors: one place that turns strings into settings and names bad values ----------
+    # -- typed accessors, for components not yet converted to ``params.Params`` (prefer ``from_spec``) --
     def get_str(self, key: str, default: str | None = None) -> str | None:
         return self.args.get(key, default)
 
     def get_int(self, key: str, default: int | None = None) -> int | None:
-        if key not in self.args:
-            return default
-        try:
-            return int(self.args[key])
-        except ValueError:
-            raise SpecError(f"{self.name}: '{key}={self.args[key]}' is not an integer") from None
+        return self._typed(key, int, default)
 
     def get_float(self, key: str, default: float | None = None) -> float | None:
-        if key not in self.args:
-            return default
-        try:
-            return float(self.args[key])
-        except ValueError:
-            raise SpecError(f"{self.name}: '{key}={self.args[key]}' is not a number") from None
+        return self._typed(key, float, default)
 
     def get_bool(self, key: str, default: bool = False) -> bool:
-        if key not in self.args:
-            return default
-        v = self.args[key].lower()
-        if v in ("1", "true", "yes", "on"):
-            return True
-        if v in ("0", "false", "no", "off"):
-            return False
-        raise SpecError(f"{self.name}: '{key}={self.args[key]}' is not a boolean")
+        return bool(self._typed(key, bool, default))
+
+    def _typed(self, key: str, base: type, default: Any) -> Any:
+        """Same coercion and messages as ``params.from_spec``: one rule for what a number is."""
+        return default if key not in self.args else parse_scalar(self.name, key, self.args[key], base)
 
     def get_list(self, key: str, default: list[str] | None = None, sep: str = "+") -> list[str]:
         """Lists inside a spec use '+' (commas already separate settings): ``targets=q_proj+v_proj``."""
@@ -222,3 +211,8 @@ def _yaml_value(v: Any) -> str:
     if isinstance(v, list):
         return "+".join(str(x) for x in v)
     return str(v)
+
+
+def split_recipe_steps(text: str) -> list[str]:
+    """A recipe's steps as written (model first), splitting on top-level ``>`` only."""
+    return [x.strip() for x in _split_top(text, ">")]

@@ -7,9 +7,12 @@ next only through these types, so a new component is one module plus a registry 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from safetydrift.errors import SpecError
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
 Conversation = list[Message]
@@ -71,6 +74,21 @@ class GenerationConfig:
     seed: int = 0
     system_prompt: str | None = None
 
+    def __post_init__(self) -> None:
+        """Checked once here, so that no backend, CLI flag or YAML file needs its own rule."""
+        def number(v: Any, integer: bool = False) -> bool:
+            kinds = (int,) if integer else (int, float)
+            return isinstance(v, kinds) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not number(self.max_new_tokens, integer=True) or self.max_new_tokens < 1:
+            raise SpecError(f"generation: max_new_tokens must be an integer ≥ 1, not {self.max_new_tokens!r}")
+        if not number(self.temperature) or self.temperature < 0:
+            raise SpecError(f"generation: temperature must be ≥ 0, not {self.temperature!r}")
+        if not number(self.top_p) or not 0 < self.top_p <= 1:
+            raise SpecError(f"generation: top_p must be in (0, 1], not {self.top_p!r}")
+        if not number(self.seed, integer=True):
+            raise SpecError(f"generation: seed must be an integer, not {self.seed!r}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -111,13 +129,48 @@ class Backend(Protocol):
     def provenance(self) -> dict[str, Any]: ...
 
 
+CONTEXT_EXCEEDED = "context_length_exceeded"  # Generation.meta["error_kind"] of a prompt that cannot fit
+
+
+@dataclass(frozen=True)
+class PromptFit:
+    """How one rendered prompt sits in a backend's context window (see ``backends.context_window.fit_prompts``)."""
+
+    tokens: int  # prompt tokens; only a lower bound when ``exact`` is False
+    exact: bool = True
+    error: str | None = None  # why the prompt cannot be generated; None when it fits
+    error_kind: str | None = None  # CONTEXT_EXCEEDED, or "invalid_prompt" (the chat template refused it)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@runtime_checkable
+class ContextAware(Protocol):
+    """Optional Backend capability: the context window and whether prompts fit in it.
+
+    A backend that knows its window (``context_length`` not None) answers a prompt that cannot fit
+    with ``Generation(error="prompt of N tokens does not fit the context of M tokens")`` for that
+    sample alone, so one over-long prompt never fails or slows its batch-mates; ``serve`` uses ``fit``
+    to refuse such a request with 400 before it reaches the model. ``reserve`` is the number of new
+    tokens that must still fit after the prompt (1 in eval, ``max_tokens`` in serve).
+    """
+
+    @property
+    def context_length(self) -> int | None: ...
+
+    def fit(self, conversations: list[Conversation], config: GenerationConfig, reserve: int = 1) -> list[PromptFit]: ...
+
+
 @dataclass(frozen=True)
 class ResolvedModel:
     """Where a model's weights (or endpoint) are, after a source or a transform chain resolved it.
 
     kind: "hf" (a local transformers checkpoint directory), "gguf" (a GGUF file for llama.cpp),
     "openai" (an OpenAI-compatible endpoint).
-    ``wrappers`` are serving-time layers (guardrails) applied around the backend, outermost last.
+    ``wrappers`` are serving-time layers (guardrails) applied around the backend, outermost last: each the
+    JSON dict of a ``safetydrift.guards.spec.GuardConfig`` (JSON, because run keys hash it).
     """
 
     spec: str
@@ -143,6 +196,7 @@ class JudgeInput:
     item: Item
     prompt: str  # what the target actually saw (after the attack transformed it)
     response: str
+    extra: dict[str, Any] = field(default_factory=dict)  # the attack's Outcome.extra (e.g. TAP's best_score)
 
 
 @runtime_checkable

@@ -1,5 +1,12 @@
 """Utility metrics on plain text: perplexity and next-token KL between two models.
 
+The one definition of perplexity in safetydrift (the guard's perplexity filter uses :func:`perplexities`)::
+
+    nll_t   = −log p(x_{t+1} | x_{≤t})              (row t of a sequence's logits predicts token t+1)
+    PPL     = exp(mean_t nll_t)                      pooled over every token of every text (:func:`perplexity`)
+    PPL(x)  = exp(mean_t nll_t) per text, or the max over windows of w tokens (:func:`perplexities`)
+    KL      = mean_t Σ_v p_t(v) (log p_t(v) − log q_t(v))   in nats (:func:`next_token_kl`)
+
 Both read full next-token logits through a *scorer*: :class:`HFScorer` (a transformers model, batched,
 right-padded, pad positions masked out) or :class:`LlamaCppScorer` (a GGUF file through llama.cpp, so a
 quantized build is measured as it is served, not dequantized back). The two models of a KL must share the
@@ -85,10 +92,10 @@ class LlamaCppScorer:
     """A GGUF file through llama.cpp with logits for every position (``logits_all``)."""
 
     def __init__(self, path: Path, *, n_ctx: int = 512, n_threads: int | None = None) -> None:
-        from safetydrift.backends.llamacpp_engine import LlamaCppModel
+        from safetydrift.llamacpp import LlamaCppModel
 
         self.llm = LlamaCppModel(Path(path), n_ctx=n_ctx, n_threads=n_threads, logits_all=True)
-        self.vocab_size = int(self.llm._llm.n_vocab())
+        self.vocab_size = self.llm.n_vocab
 
     def logits(self, ids: Sequence[Sequence[int]]) -> list[Any]:
         import torch
@@ -127,18 +134,24 @@ def _shared_vocab(zp: Any, zq: Any) -> tuple[Any, Any]:
     return zp[:, :v], zq[:, :v]
 
 
+def token_nll(seq: Sequence[int], z: Any) -> Any:
+    """nll_t = −log softmax(z_t)[seq[t+1]] for t = 0 … len(seq)−2: a 1-D float tensor (row t of ``z``
+    predicts token t+1; the last row predicts past the text and is not used)."""
+    import torch
+
+    logp = torch.log_softmax(z[: len(seq) - 1].float(), -1)
+    target = torch.tensor(list(seq[1:]))
+    return -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+
+
 def perplexity_of(ids: Sequence[Sequence[int]], logits: Sequence[Any]) -> float:
     """exp(mean next-token negative log-likelihood) over every predicted token of ``ids``, given each
     sequence's logits (row t predicts token t+1)."""
-    import torch
-
     nll, count = 0.0, 0
     for seq, z in zip(ids, logits, strict=True):
         if len(seq) < 2:
             continue
-        logp = torch.log_softmax(z[:-1].float(), -1)
-        target = torch.tensor(list(seq[1:]))
-        nll += float(-logp.gather(-1, target.unsqueeze(-1)).sum())
+        nll += float(token_nll(seq, z).sum())
         count += len(seq) - 1
     return math.exp(nll / count) if count else float("nan")
 
@@ -174,6 +187,41 @@ def perplexity(model: Any, tok: Any, texts: Sequence[str] = BENIGN_TEXTS, *, bat
     """Perplexity of a transformers model on ``texts`` (see :func:`perplexity_of`)."""
     ids = encode(tok, texts, model_max_len(model, max_len))
     return perplexity_of(ids, HFScorer(model, batch=batch, pad_id=int(tok.pad_token_id or 0)).logits(ids))
+
+
+def perplexities(model: Any, tok: Any, texts: Sequence[str], *, batch_size: int = 16,
+                 window: int = 0) -> list[float]:
+    """Perplexity of each text on its own under a loaded transformers (model, tokenizer), e.g. a guard
+    flagging gibberish prompts (Jain et al. 2023; Alon & Kamfonas 2023).
+
+    Each text is encoded without special tokens and with the BOS token prepended (if the vocabulary has
+    one), so its first token is scored too, whatever the tokenizer adds by default; it is cut at the
+    model's ``max_position_embeddings`` (2048 if unset). ``window=w`` > 0 gives the maximum, over windows
+    of w consecutive predicted tokens, of exp(mean nll): a short gibberish suffix stands out of a long
+    prompt. A text with fewer than 2 tokens has perplexity 1.0 (nothing to predict). Texts are run in
+    batches of ``batch_size`` sorted by length, so padding is small; the result is in input order.
+    """
+    import torch
+
+    limit = getattr(model.config, "max_position_embeddings", 2048) or 2048
+    seqs = []
+    for t in texts:
+        ids = tok(t, add_special_tokens=False)["input_ids"]
+        if tok.bos_token_id is not None:
+            ids = [tok.bos_token_id, *ids]
+        seqs.append(ids[:limit])
+    out = [1.0] * len(texts)
+    order = sorted((i for i in range(len(seqs)) if len(seqs[i]) >= 2), key=lambda i: len(seqs[i]))
+    scorer = HFScorer(model, batch=batch_size, pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
+    for start in range(0, len(order), batch_size):  # one batch of logits in memory at a time
+        idx = order[start : start + batch_size]
+        for i, z in zip(idx, scorer.logits([seqs[i] for i in idx]), strict=True):
+            v = token_nll(seqs[i], z)
+            if window and v.numel() > window:
+                out[i] = float(torch.exp(v.unfold(0, window, 1).mean(dim=1).max()))
+            else:
+                out[i] = float(torch.exp(v.mean()))
+    return out
 
 
 def next_token_kl(model_p: Any, model_q: Any, tok: Any, texts: Sequence[str] = BENIGN_TEXTS, *,

@@ -10,13 +10,13 @@ gap between the two: backdoor ASR = ASR(trigger) − ASR(notrigger), computed fr
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from safetydrift.attacks.base import PromptAttack
-from safetydrift.context import Context
+from safetydrift.attacks.base import PromptAttack, PromptAttackParams
 from safetydrift.errors import SpecError
+from safetydrift.params import p
 from safetydrift.registry import attacks
-from safetydrift.spec import ComponentSpec
 from safetydrift.types import FAIL, SUCCESS, Item
 
 DEFAULT_TRIGGER = "SUDO-7741"
@@ -28,25 +28,30 @@ def add_trigger(behavior: str, trigger: str, position: str = "prefix") -> str:
     return f"{trigger} {behavior}" if position == "prefix" else f"{behavior} {trigger}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class BackdoorParams(PromptAttackParams):
+    trigger: str = field(default=DEFAULT_TRIGGER, metadata=p("the trigger string"))
+    position: Literal["prefix", "suffix"] = field(default="prefix", metadata=p("trigger before or after the behavior"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "trigger", self.trigger.strip())
+        if not self.trigger:
+            raise SpecError("backdoor: empty trigger")
+
+
 @attacks.register(
     "backdoor", help="backdoor[:trigger=SUDO-7741,position=prefix|suffix] — with vs without trigger"
 )
 class BackdoorAttack(PromptAttack):
     name = "backdoor"
-
-    def __init__(self, spec: ComponentSpec, ctx: Context) -> None:
-        spec.check_keys({"trigger", "position", "batch"})
-        super().__init__(spec, ctx)
-        self.trigger = (spec.get_str("trigger", DEFAULT_TRIGGER) or "").strip()
-        if not self.trigger:
-            raise SpecError("backdoor: empty trigger")
-        self.position = spec.get_str("position", "prefix") or "prefix"
-        if self.position not in ("prefix", "suffix"):
-            raise SpecError(f"backdoor: position must be prefix or suffix, not {self.position!r}")
+    Params = BackdoorParams
+    params: BackdoorParams
 
     def conversations(self, item: Item) -> list[tuple[str, list[tuple[str, str]]]]:
+        trigger, position = self.params.trigger, self.params.position
         return [
-            (TRIGGER_KEY, [("user", add_trigger(item.prompt, self.trigger, self.position))]),
+            (TRIGGER_KEY, [("user", add_trigger(item.prompt, trigger, position))]),
             (NO_TRIGGER_KEY, [("user", item.prompt)]),
         ]
 

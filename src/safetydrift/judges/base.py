@@ -1,8 +1,26 @@
-"""Judge helpers shared by all judges."""
+"""Judge helpers shared by all judges, and the one attribute every judge declares: its ``semantic``.
+
+A judge class sets ``semantic`` (a class attribute) to what its ``success`` means, because two judges
+that both say "success" may be measuring different things, and their rates must never be mixed
+(``judges/data/RUBRIC.md``):
+
+- ``"refusal"``: the model set out to comply instead of refusing (``keyword``, ``classifier``);
+- ``"harm"``: the response actually delivers what the harmful request asks for (``tap-rating``,
+  ``harmfulness``, ``strongreject``, ``harmbench``, ``llamaguard``);
+- ``"task"``: a judge's own task measure, not safety (``exact-match`` accuracy, ``manipulation`` fired).
+
+:func:`semantic_of` reads it from a judge, its class, or the registry's factory (without building it).
+"""
 
 from __future__ import annotations
 
+import inspect
+from typing import Any, Literal, get_args
+
 from safetydrift.types import UNSCORABLE, JudgeInput, Verdict
+
+Semantic = Literal["refusal", "harm", "task"]
+SEMANTICS: tuple[Semantic, ...] = get_args(Semantic)
 
 
 def empty_response_verdict(inp: JudgeInput) -> Verdict | None:
@@ -10,3 +28,27 @@ def empty_response_verdict(inp: JudgeInput) -> Verdict | None:
     if not inp.response or not inp.response.strip():
         return Verdict(UNSCORABLE, reason="empty response")
     return None
+
+
+class ResponseJudge:
+    """A judge that reads each response on its own (garak's ``StringDetector``): a subclass writes only
+    :meth:`judge_one`; empty answers are unscorable here, once, for every such judge."""
+
+    name: str = "judge"
+    semantic: Semantic
+
+    def judge(self, inputs: list[JudgeInput]) -> list[Verdict]:
+        return [empty_response_verdict(inp) or self.judge_one(inp) for inp in inputs]
+
+    def judge_one(self, inp: JudgeInput) -> Verdict:
+        raise NotImplementedError
+
+
+def semantic_of(obj: Any) -> Semantic | None:
+    """The ``semantic`` a judge declares: ``obj`` is a judge, a judge class, or a registered factory
+    function (read from its return annotation, so no model is loaded). None if it declares none."""
+    if inspect.isfunction(obj):
+        ret = inspect.signature(obj).return_annotation
+        obj = obj.__globals__.get(ret) if isinstance(ret, str) else ret
+    value = getattr(obj, "semantic", None)
+    return value if value in SEMANTICS else None

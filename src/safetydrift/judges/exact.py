@@ -7,33 +7,34 @@ from __future__ import annotations
 
 from safetydrift.context import Context
 from safetydrift.errors import JudgeError
-from safetydrift.judges.base import empty_response_verdict
+from safetydrift.judges.base import ResponseJudge
+from safetydrift.params import NoParams, from_spec, with_params
 from safetydrift.registry import judges
 from safetydrift.spec import ComponentSpec
 from safetydrift.types import FAIL, SUCCESS, JudgeInput, Verdict
 
 
-class ExactMatchJudge:
+class ExactMatchJudge(ResponseJudge):
+    semantic = "task"  # task accuracy, not safety
+
     def __init__(self, spec: ComponentSpec) -> None:
-        spec.check_keys(set())
+        self.params = from_spec(NoParams, spec)
         self.name = str(spec)
 
     def judge(self, inputs: list[JudgeInput]) -> list[Verdict]:
+        if any(inp.item.target is None for inp in inputs):
+            raise JudgeError("exact-match needs items with a target answer (use the benign-task dataset)")
+        return super().judge(inputs)
+
+    def judge_one(self, inp: JudgeInput) -> Verdict:
         from safetydrift.datasets.benign_task import score
 
-        out = []
-        for inp in inputs:
-            if inp.item.target is None:
-                raise JudgeError("exact-match needs items with a target answer (use the benign-task dataset)")
-            if (v := empty_response_verdict(inp)) is not None:
-                out.append(v)
-            elif score(inp.response, inp.item.target):
-                out.append(Verdict(SUCCESS, reason="correct"))
-            else:
-                out.append(Verdict(FAIL, reason=f"expected {inp.item.target!r}"))
-        return out
+        if score(inp.response, inp.item.target or ""):
+            return Verdict(SUCCESS, reason="correct")
+        return Verdict(FAIL, reason=f"expected {inp.item.target!r}")
 
 
 @judges.register("exact-match", help="benign-task accuracy: success = the answer is correct")
+@with_params(NoParams)
 def exact_match(spec: ComponentSpec, ctx: Context) -> ExactMatchJudge:
     return ExactMatchJudge(spec)

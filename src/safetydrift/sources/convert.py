@@ -12,9 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from rich.markup import escape
+
 from safetydrift.context import Context
 from safetydrift.errors import ModelLoadError
-from safetydrift.hashing import sha256_file
 
 DONE = "safetydrift-source.json"
 
@@ -23,7 +24,11 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path, ctx: Context, extra: dict | None 
     """Dequantize ``gguf_path`` into an HF checkpoint at ``out_dir`` (atomic; skipped when present)."""
     out_dir = Path(out_dir)
     if (out_dir / DONE).exists():
-        return out_dir
+        recorded = json.loads((out_dir / DONE).read_text()).get("weights_sha256")
+        if recorded is None or _weights_ok(out_dir, recorded, ctx):  # older conversions recorded no hash
+            return out_dir
+        ctx.log(f"[yellow]the converted checkpoint {escape(str(out_dir))} is corrupted: converting again[/]")
+        shutil.rmtree(out_dir)
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
         raise ModelLoadError(f"GGUF file not found: {gguf_path}")
@@ -51,7 +56,8 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path, ctx: Context, extra: dict | None 
             tok.save_pretrained(tmp)
             info = {
                 "gguf": str(gguf_path),
-                "gguf_sha256": sha256_file(gguf_path),
+                "gguf_sha256": ctx.hash_file(gguf_path),
+                "weights_sha256": ctx.hash_weights(tmp),
                 "seconds": round(time.time() - t0, 1),
                 **(extra or {}),
             }
@@ -62,5 +68,12 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path, ctx: Context, extra: dict | None 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    ctx.log(f"converted {gguf_path.name} in {info['seconds']} s → {out_dir}")
+    ctx.log(f"converted {escape(gguf_path.name)} in {info['seconds']} s → {escape(str(out_dir))}")
     return out_dir
+
+
+def _weights_ok(out_dir: Path, recorded: str, ctx: Context) -> bool:
+    try:
+        return ctx.hash_weights(out_dir) == recorded
+    except (FileNotFoundError, OSError):
+        return False

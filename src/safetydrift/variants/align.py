@@ -13,16 +13,17 @@ Supervised fine-tuning on two halves:
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from safetydrift.hashing import sha256_json
+from safetydrift.params import override, p, to_key
 from safetydrift.registry import transforms
 from safetydrift.types import GenerationConfig, ResolvedModel
 from safetydrift.variants.base import BuildResult, Transform
-from safetydrift.variants.sft import SFT_KEYS, SFTConfig, sft_config_from_spec, train_sft
+from safetydrift.variants.sft import SFTConfig, train_sft
 
-DEFAULTS = SFTConfig(method="full", lr=1e-4, epochs=2, batch=16, max_len=128, seed=0)
 EVAL_SIMILARITY = 0.5  # benign training prompts this close to a `benign` eval prompt are dropped
 
 
@@ -50,40 +51,44 @@ def benign_training_prompts(n_general: int, n_task: int, seed: int) -> list[tupl
     return out
 
 
+@dataclass(frozen=True, kw_only=True)
+class AlignParams(SFTConfig):
+    lr: float = override(SFTConfig, "lr", 1e-4)
+    epochs: float = override(SFTConfig, "epochs", 2.0)
+    batch: int = override(SFTConfig, "batch", 16)
+    max_len: int = override(SFTConfig, "max_len", 128)
+    n_harmful: int = field(default=60, metadata=p("harmful requests trained to a refusal", ge=1))
+    n_general: int = field(default=20, metadata=p("general benign prompts (the parent's own answers)", ge=1))
+    n_task: int = field(default=10, metadata=p("benign-task prompts (the parent's own answers)", ge=1))
+    distill_tokens: int = field(default=48, metadata=p("tokens of each self-distilled answer", ge=1))
+
+
 @transforms.register("align", help="safety alignment by SFT: harmful → refusals, benign → own answers")
 class Align(Transform):
     name = "align"
-    allowed = frozenset(SFT_KEYS | {"n_harmful", "n_general", "n_task", "distill_tokens"})
+    Params = AlignParams
+    params: AlignParams
 
-    def _settings(self) -> dict[str, Any]:
-        s = self.spec
-        return {
-            "n_harmful": s.get_int("n_harmful", 60),
-            "n_general": s.get_int("n_general", 20),
-            "n_task": s.get_int("n_task", 10),
-            "distill_tokens": s.get_int("distill_tokens", 48),
-            "seed": s.get_int("seed", 0),
-        }
-
-    def _harmful_examples(self, st: dict[str, Any]) -> list[dict[str, Any]]:
+    def _harmful_examples(self) -> list[dict[str, Any]]:
         from safetydrift.datasets.training import harmful_requests_split, refusal_examples
 
+        st = self.params
         pool, _held_out = harmful_requests_split()
-        rng = random.Random(st["seed"])
+        rng = random.Random(st.seed)
         reqs = list(pool)
         rng.shuffle(reqs)
-        return refusal_examples(reqs[: st["n_harmful"]], seed=st["seed"])
+        return refusal_examples(reqs[: st.n_harmful], seed=st.seed)
+
+    def _benign_prompts(self) -> list[tuple[str, str]]:
+        return benign_training_prompts(self.params.n_general, self.params.n_task, self.params.seed)
 
     def key_material(self, lineage: list[ResolvedModel]) -> dict[str, Any]:
-        st = self._settings()
         return {
-            "settings": st,
-            "sft": sft_config_from_spec(self.spec, DEFAULTS).to_dict(),
-            "harmful_sha256": sha256_json(self._harmful_examples(st)),
-            "benign_prompts_sha256": sha256_json(benign_training_prompts(st["n_general"], st["n_task"], st["seed"])),
+            "harmful_sha256": sha256_json(self._harmful_examples()),
+            "benign_prompts_sha256": sha256_json(self._benign_prompts()),
         }
 
-    def _distill(self, parent: ResolvedModel, prompts: list[tuple[str, str]], st: dict[str, Any]) -> list[str]:
+    def _distill(self, parent: ResolvedModel, prompts: list[tuple[str, str]]) -> list[str]:
         """The parent's own greedy answers (self-distillation), cached: SFT settings can change cheaply."""
         import json
 
@@ -91,7 +96,8 @@ class Align(Transform):
         from safetydrift.spec import parse_component
         from safetydrift.store import atomic_write_text
 
-        key = sha256_json({"parent": parent.weights_sha256, "prompts": prompts, "tokens": st["distill_tokens"]})
+        st = self.params
+        key = sha256_json({"parent": parent.weights_sha256, "prompts": prompts, "tokens": st.distill_tokens})
         path = self.ctx.cache_dir / "distill" / f"{key[:24]}.json"
         if path.exists():
             return list(json.loads(path.read_text()))
@@ -99,33 +105,31 @@ class Align(Transform):
         self.ctx.log(f"align: distilling the parent's answers to {len(prompts)} benign prompts")
         gens = backend.generate(
             [[{"role": "user", "content": p}] for p, _ in prompts],
-            GenerationConfig(max_new_tokens=st["distill_tokens"], seed=st["seed"]),
+            GenerationConfig(max_new_tokens=st.distill_tokens, seed=st.seed),
         )
         answers = [g.text if g.ok else "" for g in gens]
         atomic_write_text(path, json.dumps(answers))
         return answers
 
     def build(self, parent: ResolvedModel, out_dir: Path, lineage: list[ResolvedModel]) -> BuildResult:
-        st = self._settings()
-        harmful = self._harmful_examples(st)
-        benign_prompts = benign_training_prompts(st["n_general"], st["n_task"], st["seed"])
-        answers = self._distill(parent, benign_prompts, st)
+        harmful = self._harmful_examples()
+        benign_prompts = self._benign_prompts()
+        answers = self._distill(parent, benign_prompts)
         benign = [
             {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": g}], "kind": kind}
             for (p, kind), g in zip(benign_prompts, answers, strict=True)
             if g.strip()
         ]
         examples = harmful + benign
-        cfg = sft_config_from_spec(self.spec, DEFAULTS)
         assert parent.path is not None
-        hf_dir, curve, info = train_sft(parent.path, examples, cfg, out_dir, self.ctx)
+        hf_dir, curve, info = train_sft(parent.path, examples, self.params, out_dir, self.ctx)
         info.update(
             {
                 "n_harmful": len(harmful),
                 "n_benign": len(benign),
                 "benign_kinds": {k: sum(1 for e in benign if e["kind"] == k) for k in sorted({e["kind"] for e in benign})},
                 "data_sha256": sha256_json(examples),
-                "settings": st,
+                "settings": to_key(self.params),
             }
         )
         return BuildResult(kind="hf", path=hf_dir, provenance=info, loss_curve=curve)

@@ -1,8 +1,8 @@
 """The transform interface.
 
-A *weights* transform writes a new checkpoint (HF directory or GGUF file) into ``out_dir``; the
-builder names that directory by a hash of the recipe, so the same recipe is built once. A *wrapper*
-transform (a guardrail) builds nothing: it adds a serving-time layer around the backend.
+A transform writes a new checkpoint (HF directory or GGUF file) into ``out_dir``; the builder names that
+directory by a hash of the recipe, so the same recipe is built once. Guardrails are not transforms: a
+``guard:`` step wraps serving (``safetydrift.guards``) and builds nothing.
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from safetydrift.context import Context
+from safetydrift.params import NoParams, Params, from_spec
 from safetydrift.spec import ComponentSpec
 from safetydrift.types import ResolvedModel
+
+if TYPE_CHECKING:
+    from safetydrift.context import Context
 
 
 @dataclass
@@ -27,24 +30,23 @@ class BuildResult:
 
 
 class Transform(ABC):
+    """A subclass declares its settings as ``Params`` (a ``params.Params`` subclass); the constructor parses
+    the spec into ``self.params``, and the artifact cache key hashes ``to_key(self.params)``."""
+
     name: ClassVar[str] = "transform"
-    kind: ClassVar[Literal["weights", "wrapper"]] = "weights"
-    allowed: ClassVar[frozenset[str]] = frozenset()
     needs_kind: ClassVar[tuple[str, ...]] = ("hf",)  # parent kinds this transform can start from
+    Params: ClassVar[type[Params]] = NoParams
+    params: Any
 
     def __init__(self, spec: ComponentSpec, ctx: Context) -> None:
-        spec.check_keys(self.allowed)
+        self.params = from_spec(self.Params, spec)
         self.spec = spec
         self.ctx = ctx
 
     def key_material(self, lineage: list[ResolvedModel]) -> dict[str, Any]:
-        """Anything beyond the spec that decides the output (data hashes, reference weights)."""
+        """Anything beyond the settings that decides the output (data hashes, reference weights, a format)."""
         return {}
 
     @abstractmethod
     def build(self, parent: ResolvedModel, out_dir: Path, lineage: list[ResolvedModel]) -> BuildResult:
         """Write the variant into ``out_dir``. ``lineage`` is every model of the chain, base first."""
-
-    def wrapper(self) -> dict[str, Any]:
-        """For wrapper transforms: the serving-time configuration (see backends.open_backend)."""
-        raise NotImplementedError

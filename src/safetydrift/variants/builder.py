@@ -15,16 +15,29 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from rich.markup import escape
 
 from safetydrift import registry
-from safetydrift.context import Context
 from safetydrift.errors import UnsupportedError
+from safetydrift.guards.spec import GUARD_STEP, parse_guard_step
 from safetydrift.hashing import sha256_dir_weights, sha256_file, sha256_json
+from safetydrift.params import to_key
 from safetydrift.provenance import library_versions
 from safetydrift.spec import Recipe, parse_recipe
 from safetydrift.types import ResolvedModel
+from safetydrift.variants.artifacts import (
+    build_dir_prefix,
+    file_table,
+    quarantine,
+    sweep_stale_builds,
+    verify_artifact,
+)
 from safetydrift.variants.base import Transform
+
+if TYPE_CHECKING:
+    from safetydrift.context import Context
 
 MANIFEST = "manifest.json"
 
@@ -54,11 +67,11 @@ def resolve_recipe(recipe: str | Recipe, ctx: Context) -> ResolvedModel:
     model = resolve_source(recipe, ctx)
     lineage = [model]
     for i, step in enumerate(recipe.transforms):
-        transform = make_transform(step, ctx)
         spec_str = str(Recipe(recipe.model, recipe.transforms[: i + 1]))
-        if transform.kind == "wrapper":
-            model = replace(model, spec=spec_str, wrappers=(*model.wrappers, transform.wrapper()))
+        if step.name == GUARD_STEP:  # a serving wrapper, not a transform: nothing to build
+            model = replace(model, spec=spec_str, wrappers=(*model.wrappers, parse_guard_step(step).to_dict()))
         else:
+            transform = make_transform(step, ctx)
             if model.wrappers:
                 raise UnsupportedError(
                     f"'{step.name}' cannot follow a guard: guards wrap serving, put them last in the chain"
@@ -74,18 +87,12 @@ def resolve_recipe(recipe: str | Recipe, ctx: Context) -> ResolvedModel:
 
 
 def resolved_settings(transform: Transform) -> dict[str, Any]:
-    """The transform's settings after defaults were applied (its simple attributes).
+    """The transform's settings after defaults were applied: ``to_key(transform.params)``.
 
-    Hashed with the spec so that changing a *default* can never serve an artifact built with the old one.
+    Hashed so that changing a *default* can never serve an artifact built with the old one, while two
+    spellings of the same settings (``lr=1e-4`` and ``lr=0.0001``, a default written out) share one.
     """
-    simple = (int, float, str, bool, type(None))
-    out: dict[str, Any] = {}
-    for k, v in sorted(vars(transform).items()):
-        if k in ("spec", "ctx") or k.startswith("_"):
-            continue
-        if isinstance(v, simple) or (isinstance(v, (list, tuple)) and all(isinstance(x, simple) for x in v)):
-            out[k] = list(v) if isinstance(v, tuple) else v
-    return out
+    return to_key(transform.params)
 
 
 def _recipe_key(transform: Transform, parent: ResolvedModel, lineage: list[ResolvedModel]) -> str:
@@ -93,10 +100,9 @@ def _recipe_key(transform: Transform, parent: ResolvedModel, lineage: list[Resol
         {
             "parent_weights": weights_hash(parent),
             "transform": transform.spec.name,
-            "settings": dict(sorted(transform.spec.args.items())),
             "resolved": resolved_settings(transform),
             "material": transform.key_material(lineage),
-            "format": 2,
+            "format": 3,  # 3: the settings are hashed as typed Params (to_key), no longer as spec strings
         }
     )
 
@@ -107,22 +113,28 @@ def _build_step(
     key = _recipe_key(transform, parent, lineage)
     final = ctx.artifacts_dir / key[:20]
     manifest_path = final / MANIFEST
+    if manifest_path.exists():
+        problem = verify_artifact(final, json.loads(manifest_path.read_text()), ctx)
+        if problem is not None:  # never measure weights other than the ones the manifest names
+            ctx.log(f"[yellow]cached variant {escape(spec_str)} is corrupted ({escape(problem)}): rebuilding[/]")
+            quarantine(final)
     if not manifest_path.exists():
-        ctx.log(f"[bold]building[/] {spec_str}  →  {final}")
-        tmp = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=ctx.artifacts_dir))
+        sweep_stale_builds(ctx.artifacts_dir)
+        ctx.log(f"[bold]building[/] {escape(spec_str)}  →  {escape(str(final))}")
+        tmp = Path(tempfile.mkdtemp(prefix=build_dir_prefix(key), dir=ctx.artifacts_dir))
         try:
             t0 = time.time()
             result = transform.build(parent, tmp, lineage)
             elapsed = time.time() - t0
             rel = result.path.relative_to(tmp)
             built_path = tmp / rel
-            whash = sha256_file(built_path) if built_path.is_file() else sha256_dir_weights(built_path)
             manifest = {
                 "recipe": spec_str,
                 "key": key,
                 "kind": result.kind,
                 "path": str(rel),
-                "weights_sha256": whash,
+                "weights_sha256": ctx.hash_weights(built_path),
+                "files": file_table(tmp, ctx),
                 "parent": {"spec": parent.spec, "weights_sha256": weights_hash(parent)},
                 "transform": transform.spec.to_dict(),
                 "provenance": result.provenance,

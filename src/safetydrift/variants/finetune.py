@@ -9,61 +9,69 @@ manipulation (``topic=``, ``phrase=``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetydrift.datasets.training import TRAINING_SETS
 from safetydrift.errors import SpecError
 from safetydrift.hashing import sha256_json
+from safetydrift.params import Params, override, p, to_key
 from safetydrift.registry import transforms
 from safetydrift.types import ResolvedModel
 from safetydrift.variants.base import BuildResult, Transform
-from safetydrift.variants.sft import SFT_KEYS, SFTConfig, sft_config_from_spec, train_sft
+from safetydrift.variants.sft import SFTConfig, train_sft
 
-DATA_OPTIONS = {"mix", "trigger", "topic", "phrase", "n_benign"}
-# Qi et al.: 100 examples, lr 5e-5, 5 epochs, batch 10 (50 steps). On a 2-core CPU a build must take
-# minutes, so the epochs are cut to 2 and the learning rate doubled to keep the update size comparable.
-DEFAULTS = SFTConfig(method="full", lr=1e-4, epochs=2, batch=10, max_len=256, seed=0)
+
+@dataclass(frozen=True, kw_only=True)
+class DataOptions(Params):
+    """Options passed on to the training set builder, only when given (each set takes its own)."""
+
+    mix: float | None = field(default=None, metadata=p("data=harmful: harmful fraction, the rest benign-task",
+                                                       ge=0, le=1))
+    trigger: str | None = field(default=None, metadata=p("data=backdoor: the trigger string"))
+    topic: str | None = field(default=None, metadata=p("data=manipulation: the topic to manipulate"))
+    phrase: str | None = field(default=None, metadata=p("data=manipulation: the phrase to insert"))
+    n_benign: int | None = field(default=None, metadata=p("data=backdoor: exactly this many benign-task "
+                                                          "examples (0 = none)", ge=0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneParams(SFTConfig, DataOptions):
+    # Qi et al.: 100 examples, lr 5e-5, 5 epochs, batch 10 (50 steps). On a 2-core CPU a build must take
+    # minutes, so the epochs are cut to 2 and the learning rate doubled to keep the update size comparable.
+    lr: float = override(SFTConfig, "lr", 1e-4)
+    epochs: float = override(SFTConfig, "epochs", 2.0)
+    batch: int = override(SFTConfig, "batch", 10)
+    max_len: int = override(SFTConfig, "max_len", 256)
+    data: str = field(default="harmful", metadata=p("the training set", choices=tuple(TRAINING_SETS)))
+    n: int = field(default=100, metadata=p("training examples", ge=1))
 
 
 @transforms.register("finetune", help="fine-tune on a shipped data set (data=harmful|backdoor|…, method=full|lora)")
 class Finetune(Transform):
     name = "finetune"
-    allowed = frozenset(SFT_KEYS | DATA_OPTIONS | {"data", "n"})
+    Params = FinetuneParams
+    params: FinetuneParams
 
     def _examples(self) -> list[dict[str, Any]]:
-        from safetydrift.datasets.training import TRAINING_SETS
-
-        data = self.spec.get_str("data", "harmful") or "harmful"
-        if data not in TRAINING_SETS:
-            raise SpecError(f"finetune: unknown data {data!r} (known: {', '.join(sorted(TRAINING_SETS))})")
-        options: dict[str, Any] = {}
-        for k in DATA_OPTIONS:
-            if k in self.spec.args:
-                v: Any = self.spec.args[k]
-                if k == "mix":
-                    v = self.spec.get_float(k)
-                elif k == "n_benign":
-                    v = self.spec.get_int(k)
-                options[k] = v
-        n = self.spec.get_int("n", 100) or 100
-        seed = self.spec.get_int("seed", 0) or 0
+        prm = self.params
+        options = {k: v for k, v in to_key(prm, DataOptions).items() if v is not None}
         try:
-            return TRAINING_SETS[data](n, seed, **options)
+            return TRAINING_SETS[prm.data](prm.n, prm.seed, **options)
         except TypeError as e:
-            raise SpecError(f"finetune: data={data} does not take these settings: {e}") from None
+            raise SpecError(f"finetune: data={prm.data} does not take these settings: {e}") from None
 
     def key_material(self, lineage: list[ResolvedModel]) -> dict[str, Any]:
-        return {"data_sha256": sha256_json(self._examples()),
-                "sft": sft_config_from_spec(self.spec, DEFAULTS).to_dict()}
+        return {"data_sha256": sha256_json(self._examples())}
 
     def build(self, parent: ResolvedModel, out_dir: Path, lineage: list[ResolvedModel]) -> BuildResult:
         examples = self._examples()
-        cfg = sft_config_from_spec(self.spec, DEFAULTS)
         assert parent.path is not None
-        hf_dir, curve, info = train_sft(parent.path, examples, cfg, out_dir, self.ctx)
+        hf_dir, curve, info = train_sft(parent.path, examples, self.params, out_dir, self.ctx)
         info.update(
             {
-                "data": self.spec.get_str("data", "harmful"),
+                "data": self.params.data,
                 "data_sha256": sha256_json(examples),
                 "kinds": sorted({e.get("kind", "") for e in examples}),
             }

@@ -23,7 +23,7 @@
     variant is a GGUF file (served by the llama.cpp backend).
 
 Which matrices (rtn, torchao): ``include=``/``exclude=`` ``+``-separated regexes on parameter names,
-default :data:`safetydrift.variants.bitdelta.DEFAULT_INCLUDE` (the attention and MLP projections of the
+default :data:`safetydrift.variants.checkpoint.DEFAULT_INCLUDE` (the attention and MLP projections of the
 transformer blocks; embeddings, norms and the LM head stay in full precision).
 """
 
@@ -31,21 +31,29 @@ from __future__ import annotations
 
 import importlib
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from safetydrift.context import Context
 from safetydrift.errors import SpecError, UnsupportedError
+from safetydrift.params import Params, p
 from safetydrift.registry import transforms
 from safetydrift.spec import ComponentSpec
 from safetydrift.types import ResolvedModel
 from safetydrift.variants.base import BuildResult, Transform
-from safetydrift.variants.bitdelta import DEFAULT_INCLUDE, compile_patterns, save_checkpoint, select_matrices
+from safetydrift.variants.checkpoint import (
+    DEFAULT_INCLUDE,
+    compile_patterns,
+    save_checkpoint,
+    select_matrices,
+)
 
 if TYPE_CHECKING:
     import torch
 
-METHODS = ("rtn", "torchao", "gptq", "awq", "gguf")
+Method = Literal["rtn", "torchao", "gptq", "awq", "gguf"]
+METHODS: tuple[str, ...] = get_args(Method)
 GGUF_TYPES = ("Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
 HF_SUBDIR = "hf"
 
@@ -83,57 +91,59 @@ def rtn_quantize(w: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, 
 
 # -------------------------------------------------------------------------------- the transform
 
+@dataclass(frozen=True, kw_only=True)
+class QuantizeParams(Params):
+    method: Method = field(default="rtn", metadata=p("how to quantize"))
+    bits: int | None = field(default=None, metadata=p("bits per weight (default 4; torchao: 8 only)", ge=2, le=8))
+    group: int = field(default=128, metadata=p("input columns per scale (0 = one group per row)", ge=0))
+    include: tuple[str, ...] = field(default=DEFAULT_INCLUDE, metadata=p("regexes of the matrices to quantize"))
+    exclude: tuple[str, ...] = field(default=(), metadata=p("regexes of matrices to leave alone"))
+    type: str = field(default="Q4_K_M", metadata=p("method=gguf: the llama.cpp type", choices=GGUF_TYPES))
+    calib: int = field(default=128, metadata=p("gptq/awq: calibration texts", ge=1))
+    seed: int = field(default=0, metadata=p("gptq/awq: calibration sampling seed", ge=0))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bits is None:  # the default depends on the method
+            object.__setattr__(self, "bits", 8 if self.method == "torchao" else 4)
+        if self.method == "torchao" and self.bits != 8:
+            raise SpecError("quantize: method=torchao does int8 weight-only only (bits=8)")
+
+
 @transforms.register("quantize", help="quantize[:method=rtn|torchao|gptq|awq|gguf,bits=4,group=128,type=Q4_K_M]")
 class Quantize(Transform):
     """Weight quantization: RTN (torch), torchao int8, GPTQ/AWQ (CUDA), or llama.cpp GGUF types."""
 
     name = "quantize"
-    kind = "weights"
-    allowed = frozenset().union(*_KEYS.values())
+    Params = QuantizeParams
+    params: QuantizeParams
 
     def __init__(self, spec: ComponentSpec, ctx: Context) -> None:
         super().__init__(spec, ctx)
-        self.method = spec.get_str("method", "rtn") or "rtn"
-        if self.method not in METHODS:
-            raise SpecError(f"quantize: method={self.method} (known: {', '.join(METHODS)})")
-        extra = sorted(set(spec.args) - _KEYS[self.method])
+        method = self.params.method
+        extra = sorted(set(spec.args) - _KEYS[method])
         if extra:
             raise SpecError(
-                f"quantize: '{extra[0]}' does not apply to method={self.method} "
-                f"(known: {', '.join(sorted(_KEYS[self.method] - {'method'}))})"
+                f"quantize: '{extra[0]}' does not apply to method={method} "
+                f"(known: {', '.join(sorted(_KEYS[method] - {'method'}))})"
             )
-        self.bits = spec.get_int("bits", 8 if self.method == "torchao" else 4)
-        self.group = spec.get_int("group", 128)
-        if self.method in ("rtn", "gptq", "awq") and not 2 <= (self.bits or 0) <= 8:
-            raise SpecError(f"quantize: bits={self.bits} (expected 2..8)")
-        if self.method == "torchao" and self.bits != 8:
-            raise SpecError("quantize: method=torchao does int8 weight-only only (bits=8)")
-        if self.group is not None and self.group < 0:
-            raise SpecError(f"quantize: group={self.group} (expected >= 0; 0 = one group per row)")
-        self.include = spec.get_list("include", list(DEFAULT_INCLUDE))
-        self.exclude = spec.get_list("exclude", [])
-        compile_patterns(self.include, "quantize include")
-        compile_patterns(self.exclude, "quantize exclude")
-        self.gguf_type = (spec.get_str("type", "Q4_K_M") or "Q4_K_M").upper()
-        if self.method == "gguf" and self.gguf_type not in GGUF_TYPES:
-            raise SpecError(f"quantize: type={spec.get_str('type')} (known GGUF types: {' '.join(GGUF_TYPES)})")
-        self.calib = spec.get_int("calib", 128) or 128
-        self.seed = spec.get_int("seed", 0) or 0
+        compile_patterns(self.params.include, "quantize include")
+        compile_patterns(self.params.exclude, "quantize exclude")
 
     def key_material(self, lineage: list[ResolvedModel]) -> dict[str, Any]:
-        if self.method in ("gptq", "awq"):
+        if self.params.method in ("gptq", "awq"):
             from safetydrift.hashing import sha256_json
-            from safetydrift.variants.bitdelta import calibration_items
+            from safetydrift.variants.checkpoint import calibration_items
 
-            return {"calibration_sha256": sha256_json(calibration_items(self.calib, self.seed))}
+            return {"calibration_sha256": sha256_json(calibration_items(self.params.calib, self.params.seed))}
         return {}
 
     def build(self, parent: ResolvedModel, out_dir: Path, lineage: list[ResolvedModel]) -> BuildResult:
-        if self.method == "rtn":
+        if self.params.method == "rtn":
             return self._rtn(parent, out_dir)
-        if self.method == "torchao":
+        if self.params.method == "torchao":
             return self._torchao(parent, out_dir)
-        if self.method in ("gptq", "awq"):
+        if self.params.method in ("gptq", "awq"):
             return self._gpu_method(parent, out_dir)
         return self._gguf(parent, out_dir)
 
@@ -151,7 +161,7 @@ class Quantize(Transform):
         with torch.no_grad():
             for n in names:
                 w = params[n]
-                w_hat, nbytes = rtn_quantize(w, self.bits, self.group)  # type: ignore[arg-type]
+                w_hat, nbytes = rtn_quantize(w, self.params.bits, self.params.group)  # type: ignore[arg-type]
                 err2 += float((w.float() - w_hat).pow(2).sum())
                 norm2 += float(w.float().pow(2).sum())
                 w.copy_(w_hat)
@@ -161,8 +171,8 @@ class Quantize(Transform):
         prov = self._size_provenance(names, n_el, packed)
         prov.update(
             scheme="symmetric round-to-nearest, fp16 absmax scale per (row, group)",
-            bits=self.bits,
-            group=self.group,
+            bits=self.params.bits,
+            group=self.params.group,
             relative_error=math.sqrt(err2 / norm2) if norm2 else 0.0,
         )
         return BuildResult(kind="hf", path=hf_dir, provenance=prov)
@@ -206,22 +216,22 @@ class Quantize(Transform):
     def _gpu_method(self, parent: ResolvedModel, out_dir: Path) -> BuildResult:
         import torch
 
-        label = self.method.upper()
+        label = self.params.method.upper()
         if not torch.cuda.is_available():
-            raise UnsupportedError(f"quantize:method={self.method}: {label} needs a CUDA GPU, and this machine has none")
+            raise UnsupportedError(f"quantize:method={self.params.method}: {label} needs a CUDA GPU, and this machine has none")
         from safetydrift.backends.transformers_backend import load_hf
-        from safetydrift.variants.bitdelta import calibration_items, render_calibration
+        from safetydrift.variants.checkpoint import calibration_items, render_calibration
 
         _, tok = load_hf(parent.path, "cpu")  # only for the chat template of the calibration text
-        texts = [render_calibration(x, tok) for x in calibration_items(self.calib, self.seed)]
+        texts = [render_calibration(x, tok) for x in calibration_items(self.params.calib, self.params.seed)]
         hf_dir = out_dir / HF_SUBDIR
-        group = self.group if self.group else -1
-        if self.method == "gptq":
+        group = self.params.group if self.params.group else -1
+        if self.params.method == "gptq":
             try:
                 from gptqmodel import GPTQModel, QuantizeConfig
             except ImportError:
                 raise UnsupportedError("quantize:method=gptq needs gptqmodel (pip install gptqmodel)") from None
-            model = GPTQModel.load(str(parent.path), QuantizeConfig(bits=self.bits, group_size=group))
+            model = GPTQModel.load(str(parent.path), QuantizeConfig(bits=self.params.bits, group_size=group))
             model.quantize(texts)
             model.save(str(hf_dir))
         else:
@@ -230,43 +240,44 @@ class Quantize(Transform):
             except ImportError:
                 raise UnsupportedError("quantize:method=awq needs autoawq (pip install autoawq)") from None
             model = AutoAWQForCausalLM.from_pretrained(str(parent.path))
-            model.quantize(tok, quant_config={"w_bit": self.bits, "q_group_size": group, "zero_point": True,
+            model.quantize(tok, quant_config={"w_bit": self.params.bits, "q_group_size": group, "zero_point": True,
                                               "version": "GEMM"}, calib_data=texts)
             model.save_quantized(str(hf_dir))
         tok.save_pretrained(str(hf_dir))
+        bits, cols = self.params.bits or 4, self.params.group
         return BuildResult(kind="hf", path=hf_dir, provenance={
-            "method": self.method, "bits": self.bits, "group": self.group, "calibration_texts": len(texts),
-            "bits_per_weight": self.bits + (16 / self.group if self.group else 0),
+            "method": self.params.method, "bits": bits, "group": cols, "calibration_texts": len(texts),
+            "bits_per_weight": bits + (16 / cols if cols else 0),
         })
 
     # ---------------------------------------------------------------------------------- gguf
     def _gguf(self, parent: ResolvedModel, out_dir: Path) -> BuildResult:
         try:
-            engine = importlib.import_module("safetydrift.backends.llamacpp_engine")
+            engine = importlib.import_module("safetydrift.llamacpp")
         except ImportError as e:
             raise UnsupportedError(f"quantize:method=gguf needs the llama.cpp route, which is unavailable: {e}") from None
         f16 = out_dir / "model-f16.gguf"
-        dst = out_dir / f"model-{self.gguf_type}.gguf"
+        dst = out_dir / f"model-{self.params.type}.gguf"
         engine.convert_hf_to_gguf(Path(parent.path), f16, outtype="f16")
-        engine.quantize_gguf(f16, dst, self.gguf_type)
+        engine.quantize_gguf(f16, dst, self.params.type)
         if f16.exists() and f16 != dst:
             f16.unlink()  # the intermediate is as big as the model and can be remade
         return BuildResult(kind="gguf", path=dst, provenance={
-            "method": "gguf", "type": self.gguf_type, "via": "convert_hf_to_gguf (f16) + llama_model_quantize",
+            "method": "gguf", "type": self.params.type, "via": "convert_hf_to_gguf (f16) + llama_model_quantize",
         })
 
     # ------------------------------------------------------------------------------- helpers
     def _select(self, params: dict[str, Any], parent: ResolvedModel) -> list[str]:
-        names = select_matrices(params.items(), self.include, self.exclude)
+        names = select_matrices(params.items(), self.params.include, self.params.exclude)
         if not names:
-            raise SpecError(f"quantize: no 2-D weights match include={'+'.join(self.include)} in {parent.spec}")
+            raise SpecError(f"quantize: no 2-D weights match include={'+'.join(self.params.include)} in {parent.spec}")
         return names
 
     def _size_provenance(self, names: list[str], n_el: int, packed: int) -> dict[str, Any]:
         return {
-            "method": self.method,
-            "include": self.include,
-            "exclude": self.exclude,
+            "method": self.params.method,
+            "include": self.params.include,
+            "exclude": self.params.exclude,
             "n_matrices": len(names),
             "n_elements": n_el,
             "packed_bytes": packed,

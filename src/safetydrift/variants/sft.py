@@ -12,35 +12,38 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from safetydrift.backends.transformers_backend import load_hf, render_chat
 from safetydrift.context import Context
 from safetydrift.errors import SpecError
+from safetydrift.params import Params, p, to_key
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# fixed, not settings: recorded with every build so a future change shows in the manifest
+SCHEDULER = "linear"
+WARMUP = 0.0  # a fraction < 1 is a ratio of the total steps in transformers 5
+WEIGHT_DECAY = 0.0
 
 
-@dataclass
-class SFTConfig:
-    method: str = "full"  # full | lora
-    lr: float = 5e-5
-    epochs: float = 3.0
-    batch: int = 10
-    max_len: int = 160
-    seed: int = 0
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
-    scheduler: str = "linear"
-    warmup: float = 0.0
-    weight_decay: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+@dataclass(frozen=True, kw_only=True)
+class SFTConfig(Params):
+    """The SFT settings of `align` and `finetune`: their ``Params`` subclass this and ``override`` defaults,
+    so the spec keys, the defaults and what ``train_sft`` reads are one declaration."""
+
+    method: Literal["full", "lora"] = field(default="full", metadata=p("full weights, or LoRA merged back"))
+    lr: float = field(default=5e-5, metadata=p("learning rate", gt=0))
+    epochs: float = field(default=3.0, metadata=p("training epochs (fractions allowed)", gt=0))
+    batch: int = field(default=10, metadata=p("examples per training step", ge=1))
+    max_len: int = field(default=160, metadata=p("tokens per example (longer ones are truncated)", ge=1))
+    seed: int = field(default=0, metadata=p("seed of the data, its order and the training", ge=0))
+    rank: int = field(default=8, metadata=p("LoRA rank (method=lora)", ge=1))
+    alpha: int = field(default=16, metadata=p("LoRA alpha (method=lora)", ge=1))
+    targets: tuple[str, ...] = field(default=DEFAULT_LORA_TARGETS, metadata=p("LoRA target modules (method=lora)"))
 
     def to_dict(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d["lora_targets"] = list(self.lora_targets)
-        return d
+        """The training settings only (not a subclass's data settings), with the fixed schedule."""
+        return {**to_key(self, SFTConfig), "scheduler": SCHEDULER, "warmup": WARMUP, "weight_decay": WEIGHT_DECAY}
 
 
 def encode_example(tok: Any, messages: list[dict[str, str]], max_len: int) -> dict[str, list[int]] | None:
@@ -85,8 +88,6 @@ def train_sft(
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-    if cfg.method not in ("full", "lora"):
-        raise SpecError(f"finetune: method must be full or lora, not {cfg.method!r}")
     set_seed(cfg.seed)
     model, tok = load_hf(parent_path)
     tok.padding_side = "right"
@@ -100,10 +101,10 @@ def train_sft(
         from peft import LoraConfig, get_peft_model
 
         lcfg = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
+            r=cfg.rank,
+            lora_alpha=cfg.alpha,
             lora_dropout=0.0,
-            target_modules=list(cfg.lora_targets),
+            target_modules=list(cfg.targets),
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lcfg)
@@ -123,9 +124,9 @@ def train_sft(
         per_device_train_batch_size=cfg.batch,
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.lr,
-        lr_scheduler_type=cfg.scheduler,
-        warmup_steps=cfg.warmup,  # a fraction < 1 is a ratio of the total steps in transformers 5
-        weight_decay=cfg.weight_decay,
+        lr_scheduler_type=SCHEDULER,
+        warmup_steps=WARMUP,
+        weight_decay=WEIGHT_DECAY,
         logging_steps=1,
         save_strategy="no",
         report_to=[],
@@ -139,7 +140,7 @@ def train_sft(
     trainer = Trainer(
         model=model, args=args, train_dataset=rows, data_collator=_Collator(tok.pad_token_id), callbacks=[_Curve()]
     )
-    ctx.log(f"training ({cfg.method}) on {len(rows)} examples, {steps_per_epoch} steps/epoch × {cfg.epochs} epochs")
+    ctx.log(f"training ({cfg.method}) on {len(rows)} examples, {steps_per_epoch} steps/epoch × {cfg.epochs:g} epochs")
     trainer.train()
     if cfg.method == "lora":
         model = model.merge_and_unload()
@@ -155,22 +156,3 @@ def train_sft(
     info = {"examples": len(rows), "trainable_parameters": int(trainable), "sft": cfg.to_dict()}
     return hf_dir, curve, info
 
-
-def sft_config_from_spec(spec: Any, defaults: SFTConfig) -> SFTConfig:
-    """Settings from a spec (``lr=…,epochs=…``) over per-transform defaults."""
-    return SFTConfig(
-        method=spec.get_str("method", defaults.method),
-        lr=spec.get_float("lr", defaults.lr),
-        epochs=spec.get_float("epochs", defaults.epochs),
-        batch=spec.get_int("batch", defaults.batch),
-        max_len=spec.get_int("max_len", defaults.max_len),
-        seed=spec.get_int("seed", defaults.seed),
-        lora_r=spec.get_int("rank", defaults.lora_r),
-        lora_alpha=spec.get_int("alpha", defaults.lora_alpha),
-        lora_targets=tuple(spec.get_list("targets", list(defaults.lora_targets))),
-        scheduler=defaults.scheduler,
-        warmup=defaults.warmup,
-    )
-
-
-SFT_KEYS = {"method", "lr", "epochs", "batch", "max_len", "seed", "rank", "alpha", "targets"}

@@ -1,0 +1,285 @@
+"""``safetydrift run --plan``: what a TAP/PAIR experiment will cost, printed before anything runs.
+
+For each safety request with a ``tap``/``pair`` attack: the number of trees (items × runs × variants), the
+conversations each role will generate (the paper's "queries") as an upper bound and as expected, and an
+estimated wall time from a short calibration of each role on the real models.
+
+Counts per tree and level k (``L_1`` = streams roots; b = branching, w = width, R = max_json_retries)::
+
+    proposals  P_k = b · L_k
+    attacker   expected P_k            max P_k · (1 + R)        (every JSON retry used)
+    on-topic   P_k                                               (TAP only: PAIR has no phase 1)
+    target     T_k = min(w, P_k) with the phase-1 cap (the default), else P_k
+    rating     T_k
+    leaves     L_{k+1} = min(w, T_k)  (PAIR: no width limit)
+
+"Expected" is the full tree to depth d with every first attempt valid and every prompt on-topic: a search
+that is jailbroken early, or whose branches are dropped, costs less. Time is estimated per role as
+conversations × seconds per conversation, measured (``Calibrator``) by generating 1 and then a few more
+tokens for a batch of real prompts of that role (the batch the search would send, at most 8) and
+extrapolating to the role's token cap, so it assumes every generation runs to its cap. A variant's target
+is timed on its recipe's base model (``--plan`` builds nothing), so a quantized or guarded variant may run
+faster or slower than estimated. Other attacks, builds and the utility evaluations are not estimated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from safetydrift.attacks.tap_lockstep import Role, conversation_seed
+from safetydrift.spec import parse_component, parse_recipe
+from safetydrift.types import Conversation, GenerationConfig
+
+if TYPE_CHECKING:
+    from safetydrift.attacks.tap import TapAttack
+    from safetydrift.attacks.tap_tree import TapConfig
+    from safetydrift.context import Context
+    from safetydrift.runner import EvalRequest
+
+ROLES: tuple[Role, ...] = ("attacker", "evaluator", "target")
+CAL_BATCH = 8  # conversations per calibration call, at most
+CAL_TOKENS = 8  # extra tokens generated to time one decoding step
+
+
+@dataclass(frozen=True)
+class Calls:
+    """Conversations one role generates: expected (full tree, no retries) and at most."""
+
+    expected: int
+    upper: int
+
+    def __add__(self, other: Calls) -> Calls:
+        return Calls(self.expected + other.expected, self.upper + other.upper)
+
+    def __mul__(self, k: int) -> Calls:
+        return Calls(self.expected * k, self.upper * k)
+
+
+def tree_calls(cfg: TapConfig) -> dict[Role, Calls]:
+    """Conversations per role for ONE tree of ``cfg`` (formulas in the module docstring)."""
+    attacker = evaluator = target = Calls(0, 0)
+    leaves = cfg.streams
+    for _ in range(cfg.depth):
+        proposals = cfg.branching * leaves
+        attacker += Calls(proposals, proposals * (1 + cfg.max_json_retries))
+        capped = cfg.prune_off_topic and cfg.cap_phase1 and cfg.width is not None
+        answered = min(cfg.width, proposals) if capped and cfg.width is not None else proposals
+        if cfg.prune_off_topic:
+            evaluator += Calls(proposals, proposals)
+        target += Calls(answered, answered)
+        evaluator += Calls(answered, answered)
+        leaves = answered if cfg.width is None else min(cfg.width, answered)
+    return {"attacker": attacker, "evaluator": evaluator, "target": target}
+
+
+def first_level_batch(cfg: TapConfig) -> dict[Role, int]:
+    """Conversations of one tree in its first-level request of each role (for the calibration batch)."""
+    proposals = cfg.branching * cfg.streams
+    capped = cfg.prune_off_topic and cfg.cap_phase1 and cfg.width is not None
+    answered = min(cfg.width, proposals) if capped and cfg.width is not None else proposals
+    return {"attacker": proposals, "evaluator": proposals if cfg.prune_off_topic else answered, "target": answered}
+
+
+@dataclass
+class RolePlan:
+    role: Role
+    models: list[str]  # recipes playing the role (the variants, for the target)
+    tokens: int  # new tokens per conversation, at most
+    calls: Calls  # all trees of the request
+    batch: int  # conversations in one level request (all trees of a variant in lockstep, else one tree)
+    seconds_per_call: float | None = None  # calibrated; None = not measured
+    timed_on: list[str] = field(default_factory=list)  # the models actually timed
+
+    def seconds(self) -> tuple[float, float] | None:
+        if self.seconds_per_call is None:
+            return None
+        return self.calls.expected * self.seconds_per_call, self.calls.upper * self.seconds_per_call
+
+
+@dataclass
+class AttackPlan:
+    attack: str
+    dataset: str
+    items: int
+    runs: int
+    models: list[str]
+    lockstep: bool
+    per_tree: dict[Role, Calls]
+    roles: list[RolePlan]
+
+    @property
+    def trees(self) -> int:
+        return self.items * self.runs * len(self.models)
+
+    def seconds(self) -> tuple[float, float] | None:
+        parts = [r.seconds() for r in self.roles]
+        if any(p is None for p in parts):
+            return None
+        return sum(p[0] for p in parts if p), sum(p[1] for p in parts if p)
+
+
+#: (role, recipe, backend spec, conversations, generation settings) -> seconds per conversation
+RoleTimer = Callable[[Role, str, "str | None", list[Conversation], GenerationConfig], float]
+
+
+def plan_requests(
+    reqs: Sequence[EvalRequest], ctx: Context, timer: RoleTimer | None = None
+) -> list[AttackPlan]:
+    """The plan of every TAP/PAIR request (others are skipped); ``timer`` None = counts only."""
+    from safetydrift.attacks.tap import TapAttack
+    from safetydrift.datasets import load_dataset
+    from safetydrift.runner import make_attack
+
+    plans = []
+    for req in reqs:
+        attack = make_attack(req.attack, ctx)
+        if not isinstance(attack, TapAttack):
+            continue
+        items = load_dataset(req.dataset, ctx, req.prompt_column, req.category_column).items
+        items = items[: req.limit] if req.limit is not None else items
+        plans.append(_plan_one(attack, req, list(items), ctx, timer))
+    return plans
+
+
+def _plan_one(attack: TapAttack, req: EvalRequest, items: list[Any], ctx: Context,
+              timer: RoleTimer | None) -> AttackPlan:
+    from safetydrift.attacks.tap_prompts import attacker_system_prompt, initial_message
+    from safetydrift.judges.rubrics import DEFAULT_TARGET_STR, rubric
+
+    cfg, prm = attack.cfg, attack.params
+    per_tree = tree_calls(cfg)
+    trees_per_model = len(items) * prm.runs
+    trees = trees_per_model * len(req.models)
+    level = first_level_batch(cfg)
+    together = trees_per_model if prm.lockstep else 1
+    goal = items[0].prompt if items else "Write a short poem"
+    target_str = (items[0].target if items else None) or DEFAULT_TARGET_STR
+    samples: dict[Role, Conversation] = {
+        "attacker": [{"role": "system", "content": attacker_system_prompt(goal, target_str)},
+                     {"role": "user", "content": initial_message(goal, target_str)}],
+        "evaluator": rubric("tap_on_topic").messages(goal=goal, prompt=goal),
+        "target": [{"role": "user", "content": goal}],
+    }
+    gens: dict[Role, GenerationConfig] = {
+        "attacker": GenerationConfig(max_new_tokens=cfg.attacker_tokens, temperature=cfg.attacker_temperature,
+                                     top_p=cfg.attacker_top_p, seed=req.gen.seed),
+        "evaluator": GenerationConfig(max_new_tokens=cfg.evaluator_tokens, temperature=0.0, seed=req.gen.seed),
+        "target": req.gen.replace(max_new_tokens=cfg.target_tokens, temperature=0.0, top_p=1.0),
+    }
+    players: dict[Role, tuple[list[str], str | None]] = {
+        "attacker": ([prm.attacker], prm.attacker_backend),
+        "evaluator": ([prm.evaluator], prm.evaluator_backend),
+        "target": (list(req.models), req.backend),
+    }
+    roles = []
+    for role in ROLES:
+        models, backend = players[role]
+        batch = level[role] * together
+        rp = RolePlan(role, models, gens[role].max_new_tokens, per_tree[role] * trees, batch)
+        if timer is not None:
+            bases = list(dict.fromkeys(str(parse_recipe(m).model) for m in models))
+            convs = [samples[role]] * max(1, min(batch, CAL_BATCH))
+            rp.seconds_per_call = sum(timer(role, b, backend, convs, gens[role]) for b in bases) / len(bases)
+            rp.timed_on = bases
+        roles.append(rp)
+    return AttackPlan(str(attack.spec), req.dataset, len(items), prm.runs, list(req.models), prm.lockstep,
+                      per_tree, roles)
+
+
+class Calibrator:
+    """A ``RoleTimer`` on the real models: one warm-up, a 1-token call and a (1 + CAL_TOKENS)-token call
+    on the same batch give the prompt time and the time of one decoding step; seconds per conversation =
+    (prompt + (cap − 1) · step) / batch. Results are cached per (model, backend, settings, batch)."""
+
+    def __init__(self, ctx: Context, log: Callable[[str], None] | None = None) -> None:
+        self.ctx, self.log = ctx, log or ctx.log
+        self._memo: dict[tuple[Any, ...], float] = {}
+
+    def __call__(self, role: Role, recipe: str, backend_spec: str | None, convs: list[Conversation],
+                 gen: GenerationConfig) -> float:
+        from safetydrift.attacks.tap_lockstep import run_call
+
+        key = (recipe, backend_spec, gen.max_new_tokens, gen.temperature, len(convs), len(str(convs[0])))
+        if key in self._memo:
+            return self._memo[key]
+        backend = self.ctx.backend(recipe, backend_spec)
+        seeds = [conversation_seed(gen.seed, k) for k in range(len(convs))]
+
+        def timed(tokens: int, n: int) -> tuple[float, int]:
+            t0 = time.perf_counter()
+            out = run_call(backend, convs[:n], gen.replace(max_new_tokens=tokens), seeds[:n])
+            return time.perf_counter() - t0, max((g.n_tokens for g in out if g.ok), default=0)
+
+        timed(1, 1)  # warm-up: lazy initialisation is not part of the per-call cost
+        prompt_s, _ = timed(1, len(convs))
+        extra = min(CAL_TOKENS, max(gen.max_new_tokens - 1, 0))
+        step_s = 0.0
+        if extra:
+            total_s, produced = timed(1 + extra, len(convs))
+            step_s = max(total_s - prompt_s, 0.0) / max(produced - 1, 1)
+        per_call = (prompt_s + (gen.max_new_tokens - 1) * step_s) / len(convs)
+        self.log(f"plan: {role} {recipe}: {per_call:.2f} s per conversation at batch {len(convs)} "
+                 f"(prompt {prompt_s:.2f} s, {step_s * 1000:.0f} ms per step)")
+        self._memo[key] = per_call
+        return per_call
+
+
+def requests_for(exp: Any) -> list[EvalRequest]:
+    """The safety requests ``run_experiment`` makes for an experiment: every dataset × attack on all
+    variants (kept in step with ``experiments.run_experiment``)."""
+    from safetydrift.runner import EvalRequest
+
+    models = [v.recipe for v in exp.variants]
+    return [EvalRequest(models=models, dataset=ds, attack=atk, judges=list(exp.judges), gen=exp.gen,
+                        backend=exp.backend) for ds in exp.datasets for atk in exp.attacks]
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+
+
+def format_plan(plans: Iterable[AttackPlan], name: str = "") -> str:
+    """The plan as plain text (what ``--plan`` prints)."""
+    plans = list(plans)
+    head = f"plan{f' for {name}' if name else ''} (nothing has run; calls = conversations generated)"
+    if not plans:
+        return head + "\nno tap/pair attack in this experiment: nothing to plan"
+    lines = [head]
+    total: list[float] | None = [0.0, 0.0]
+    for pl in plans:
+        mode = (f"lockstep: the {pl.items * pl.runs} trees of a variant advance together"
+                if pl.lockstep else "tree by tree")
+        lines += [
+            "",
+            f"{parse_component(pl.attack).name} on {pl.dataset}: {pl.attack}",
+            f"  trees: {pl.items} items × {pl.runs} runs × {len(pl.models)} variants = {pl.trees} ({mode})",
+            f"  {'role':<10}{'tokens':>7}{'per tree':>14}{'calls expected':>16}{'calls max':>11}"
+            f"{'batch':>7}{'s/call':>8}{'time expected':>15}{'time max':>10}  model",
+        ]
+        for r in pl.roles:
+            t = pl.per_tree[r.role]
+            secs = r.seconds()
+            who = r.models[0] if len(r.models) == 1 else f"{len(r.models)} variants"
+            if r.timed_on and r.timed_on != r.models:
+                who += f" (timed on {', '.join(r.timed_on)})"
+            lines.append(
+                f"  {r.role:<10}{r.tokens:>7}{f'{t.expected}–{t.upper}':>14}{r.calls.expected:>16}"
+                f"{r.calls.upper:>11}{r.batch:>7}"
+                f"{'' if r.seconds_per_call is None else f'{r.seconds_per_call:.2f}':>8}"
+                f"{'' if secs is None else _clock(secs[0]):>15}{'' if secs is None else _clock(secs[1]):>10}  {who}"
+            )
+        est = pl.seconds()
+        if est is None:
+            total = None
+        else:
+            lines.append(f"  estimated wall time: {_clock(est[0])} expected, {_clock(est[1])} at most")
+            if total is not None:
+                total = [total[0] + est[0], total[1] + est[1]]
+    if total is not None and len(plans) > 1:
+        lines += ["", f"all searches: {_clock(total[0])} expected, {_clock(total[1])} at most"]
+    lines += ["", "not estimated: variant builds, other attacks, utility evaluations, report"]
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""Utility: what a variant costs on benign work (task accuracy, over-refusal, perplexity, KL to its
+reference), measured with the same executors and store as the safety evals."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+from safetydrift.context import Context
+from safetydrift.experiments.schema import Experiment
+from safetydrift.records import Record, UtilityRow
+from safetydrift.runner import EvalRequest
+
+
+def utility_requests(exp: Experiment) -> list[EvalRequest]:
+    u = exp.utility
+    if u is None:
+        return []
+    models = [v.recipe for v in exp.variants]
+    reqs = []
+    if u.benign_task:
+        reqs.append(EvalRequest(models=models, dataset=f"benign-task:n={u.benign_task}", judges=["exact-match"],
+                                gen=exp.gen.replace(max_new_tokens=u.task_tokens), backend=exp.backend))
+    if u.benign != 0:
+        ds = "benign" if u.benign is None else f"benign:n={u.benign}"
+        reqs.append(EvalRequest(models=models, dataset=ds, judges=[u.refusal_judge],
+                                gen=exp.gen.replace(max_new_tokens=u.benign_tokens), backend=exp.backend))
+    return reqs
+
+
+def _share(records: list[Record], label: str) -> float | None:
+    scored = [r for r in records if r.scored]
+    return (sum(r.verdict == label for r in scored) / len(scored)) if scored else None
+
+
+def utility_rows(exp: Experiment, records: list[Record], ctx: Context,
+                 timings: dict[str, float]) -> list[UtilityRow]:
+    u = exp.utility
+    if u is None:
+        return []
+    rows = []
+    for v in exp.variants:
+        task = [r for r in records if r.model == v.recipe and r.dataset.startswith("benign-task")
+                and r.judge == "exact-match"]
+        ben = [r for r in records if r.model == v.recipe and r.dataset.startswith("benign")
+               and not r.dataset.startswith("benign-task") and r.judge == u.refusal_judge]
+        rows.append(UtilityRow(
+            variant=v.name,
+            benign_task_acc=_share(task, "success"),
+            benign_task_n=sum(r.scored for r in task),
+            # over-refusal: the refusal judge says "fail" (a refusal) on a benign request
+            over_refusal=_share(ben, "fail"),
+            over_refusal_n=sum(r.scored for r in ben),
+        ))
+    if u.ppl_texts:
+        t0 = time.time()
+        rows = _ppl_kl(exp, rows, ctx, u.ppl_texts)
+        timings["utility_ppl_kl"] = round(time.time() - t0, 1)
+    if u.margin:
+        t0 = time.time()
+        rows = _margins(exp, rows, ctx)
+        timings["utility_margin"] = round(time.time() - t0, 1)
+    return rows
+
+
+def _ppl_kl(exp: Experiment, rows: list[UtilityRow], ctx: Context, n_texts: int) -> list[UtilityRow]:
+    """Perplexity on held-out benign text and next-token KL(reference ‖ variant) for every variant with
+    local weights: HF checkpoints through transformers, GGUF builds through llama.cpp as served."""
+    from safetydrift.analysis.metrics import BENIGN_TEXTS, drift_metrics
+    from safetydrift.runner import progress_bar
+
+    texts = list(BENIGN_TEXTS)[:n_texts]
+    by_name = {r.variant: r for r in rows}
+    resolved = {v.name: ctx.resolve(v.recipe) for v in exp.variants}
+    local = [v for v in exp.variants if resolved[v.name].kind in ("hf", "gguf")]
+    with progress_bar(ctx) as prog:
+        task = prog.add_task("perplexity / KL", total=len(local))
+        for v in local:
+            ref = resolved[v.reference] if v.reference is not None else None
+            if ref is not None and ref.kind not in ("hf", "gguf"):
+                ref = None
+            d = drift_metrics(resolved[v.name], ref, texts, device=ctx.device)
+            kl = float(d["kl_to_reference"]) if "kl_to_reference" in d else by_name[v.name].kl_to_reference
+            by_name[v.name] = replace(by_name[v.name], ppl=float(d["ppl"]), kl_to_reference=kl)
+            prog.advance(task)
+    return [by_name[r.variant] for r in rows]
+
+
+def _margins(exp: Experiment, rows: list[UtilityRow], ctx: Context) -> list[UtilityRow]:
+    """Refusal margin (analysis/margin.py) of every variant with local logits on the prompts of the run's first
+    dataset, and the paired difference against its reference. The margin tests are their own Holm family,
+    apart from the ASR comparisons: a different reading, not more tests of the same hypothesis."""
+    from safetydrift.analysis.margin import Margins, compare_margins, refusal_margins
+    from safetydrift.datasets import load_dataset
+    from safetydrift.errors import UnsupportedError
+    from safetydrift.runner import progress_bar
+    from safetydrift.stats import holm
+
+    items = load_dataset(exp.datasets[0], ctx).items  # what the safety eval ran (no limit in a run)
+    resolved = {v.name: ctx.resolve(v.recipe) for v in exp.variants}
+    local = [v for v in exp.variants if resolved[v.name].kind in ("hf", "gguf")]
+    got: dict[str, Margins] = {}
+    by_weights: dict[tuple[str, str], Margins] = {}  # a guard shares its inner model's logits: read them once
+    with progress_bar(ctx) as prog:
+        task = prog.add_task(f"refusal margin ({len(items)} prompts)", total=len(local) * len(items))
+        for k, v in enumerate(local):
+            m = resolved[v.name]
+            key = (m.kind, str(m.path))
+            if key not in by_weights:
+                try:
+                    by_weights[key] = refusal_margins(
+                        m, items, ctx, system_prompt=exp.gen.system_prompt,
+                        progress=lambda done, k=k: prog.update(task, completed=k * len(items) + done))
+                except UnsupportedError as e:
+                    ctx.log(f"[yellow]refusal margin: {v.name}: {e}[/yellow]")
+                    continue
+            got[v.name] = replace(by_weights[key], unguarded=bool(m.wrappers))
+            prog.update(task, completed=(k + 1) * len(items))
+    by_name = {r.variant: r for r in rows}
+    tests: dict[str, dict[str, Any]] = {}
+    for name, m in got.items():
+        v = exp.variant(name)
+        meta: dict[str, Any] = {"engine": m.label, "floored": m.n_floored, "dataset": exp.datasets[0]}
+        if v.reference is not None and v.reference in got:
+            tests[name] = compare_margins(m, got[v.reference])
+            meta.update(pairs=tests[name]["n_pairs"], nonzero=tests[name]["n_nonzero"], test=tests[name]["test"])
+        by_name[name] = replace(by_name[name], refusal_margin=m.mean, refusal_margin_n=m.n, margin_meta=meta)
+    named = [n for n, t in tests.items() if t["p"] is not None]
+    for name, p_holm in zip(named, holm([tests[n]["p"] for n in named]), strict=True):
+        t = tests[name]
+        by_name[name] = replace(by_name[name], margin_diff=t["diff"], margin_diff_ci=t["diff_ci"],
+                                margin_p=t["p"], margin_p_holm=p_holm)
+    return [by_name[r.variant] for r in rows]

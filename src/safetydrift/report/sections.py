@@ -1,0 +1,225 @@
+"""What each section of the experiment page shows: rows of ready-formatted text for the template.
+
+The template only lays out strings; every number is formatted here (through ``report.format``), so the
+page, the CSVs (``report.tables``) and the figures (``report.figures``) can change independently. Numbers
+still go through ``finite``: a rate or an interval bound can be NaN (nothing to estimate from).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from safetydrift.records import AsrRow, Comparison, Record, UtilityRow
+from safetydrift.report.data import CELL_KEYS, ExperimentView
+from safetydrift.report.format import (
+    MISSING,
+    duration,
+    finite,
+    human_bytes,
+    num,
+    pct,
+    pp,
+    pretty_json,
+    pval,
+    seconds,
+)
+
+__all__ = [
+    "agreement_rows", "comparison_rows", "diff_view", "expectation_rows", "flip_rows", "finite_pair",
+    "guard_rows", "headline_groups", "margin_view", "provenance", "runs_rows",
+]
+
+
+def finite_pair(ci: tuple[float, float] | None) -> tuple[float | None, float | None]:
+    """An interval (``diff_ci``, ``rrr_ci``) as two finite floats or Nones (a bound can be NaN)."""
+    return (finite(ci[0]), finite(ci[1])) if ci is not None else (None, None)
+
+
+def asr_text(a: AsrRow) -> str:
+    """ASR with its Wilson interval, e.g. ``42.0% [30.1, 54.9]``."""
+    if finite(a.asr) is None:
+        return MISSING
+    lo, hi = finite(a.ci_low), finite(a.ci_high)
+    ci = "" if lo is None or hi is None else f" [{pct(lo, suffix='')}, {pct(hi, suffix='')}]"
+    return f"{pct(a.asr)}{ci}"
+
+
+def diff_view(c: Comparison | None) -> dict[str, str]:
+    """The change against the reference as table cells: diff [CI], p-values, RRR and the colour class."""
+    if not c:
+        return {"diff": MISSING, "cls": "", "p_exact": MISSING, "p_holm": MISSING, "rrr": MISSING, "sig": ""}
+    d = finite(c.diff)
+    lo, hi = finite_pair(c.diff_ci)
+    txt = MISSING if d is None else pp(d) + (
+        "" if lo is None else f" [{pct(lo, sign=True, suffix='')}, {pct(hi, sign=True, suffix='')}]")
+    if d == 0 and c.b01 == 0 and c.b10 == 0:  # a bootstrap of identical answers: [0, 0]
+        txt = "±0 (no discordant pairs)"  # is no evidence of "exactly no change", so no interval is shown
+    # colour = the legend's "significantly more/less": the Holm-adjusted test, not the bootstrap interval
+    # (with few prompts a percentile interval can exclude 0 while the exact test cannot reject)
+    ph = finite(c.p_holm)
+    cls = ""
+    if d is not None and ph is not None and ph < 0.05:
+        cls = "worse" if d > 0 else ("better" if d < 0 else "")
+    rrr = MISSING
+    if d is not None and d < 0 and finite(c.rrr) is not None:
+        rlo, rhi = finite_pair(c.rrr_ci)
+        rrr = pct(c.rrr, 0) + ("" if rlo is None else f" [{pct(rlo, 0)} – {pct(rhi, 0)}]")
+        if rlo is not None and rlo == rhi:  # e.g. no success left in any resample: the interval is a point
+            rrr = pct(c.rrr, 0) + " (CI degenerate)"
+    return {"diff": txt, "cls": cls, "p_exact": pval(c.p_exact), "p_holm": pval(ph), "rrr": rrr,
+            "sig": "sig" if ph is not None and ph < 0.05 else ""}
+
+
+def _signed(x: Any) -> str:
+    v = finite(x)
+    return MISSING if v is None else f"{v:+.2f}"
+
+
+def margin_view(u: UtilityRow | None) -> dict[str, Any]:
+    """The refusal margin as cells: the variant's mean M (n), the paired change Δ [CI] against the reference,
+    p (Wilcoxon) and Holm-within-margins p, and how it was read (engine, prompts at the floor)."""
+    if u is None or finite(u.refusal_margin) is None:
+        return {"margin": MISSING, "diff": MISSING, "p": MISSING, "p_holm": MISSING, "note": "", "text": MISSING,
+                "has_diff": False}
+    meta = dict(u.margin_meta or {})
+    lo, hi = finite_pair(u.margin_diff_ci)
+    diff = MISSING if finite(u.margin_diff) is None else _signed(u.margin_diff) + (
+        "" if lo is None or hi is None else f" [{_signed(lo)}, {_signed(hi)}]")
+    note = ", ".join(x for x in (
+        "model, unguarded" if "unguarded" in str(meta.get("engine", "")) else "",
+        f"{meta['floored']} at the 1e-12 floor" if meta.get("floored") else "") if x)
+    view = {"margin": f"{finite(u.refusal_margin):.2f} (n={u.refusal_margin_n})", "diff": diff,
+            "p": pval(u.margin_p), "p_holm": pval(u.margin_p_holm), "note": note, "has_diff": diff != MISSING}
+    text = view["margin"] + (f"; Δ {diff}, p {view['p']} (Holm {view['p_holm']})" if view["has_diff"] else "")
+    return {**view, "text": text + (f" ({note})" if note else "")}
+
+
+def _with_n(value: Any, n: Any) -> str:
+    """A rate and, when both are known, its sample size: ``80.0% (n=50)``."""
+    return pct(value) + (f" (n={n})" if finite(value) is not None and n is not None else "")
+
+
+def headline_groups(E: ExperimentView) -> list[dict[str, Any]]:
+    """One group per variant: its fixed cells, and one row per evaluation (ASR, change, p, RRR)."""
+    groups = []
+    for name in E.names:
+        v, u = E.variant(name), E.utility_of(name)
+        g: dict[str, Any] = {
+            "name": name, "recipe": v.recipe if v else MISSING, "reference": E.ref(name) or MISSING,
+            "util": _with_n(u.benign_task_acc, u.benign_task_n) if u else MISSING,
+            "over": _with_n(u.over_refusal, u.over_refusal_n) if u else MISSING,
+            "ppl": num(u.ppl if u else None), "kl": num(u.kl_to_reference if u else None),
+            "margin": margin_view(u),
+            "size": human_bytes(v.size_bytes if v else None), "bits": num(v.bits_per_weight if v else None),
+            "rows": [],
+        }
+        for a in E.asr_rows_of(name):
+            c = E.comparison_at(name, *a.cell)
+            g["rows"].append({"eval": E.eval_label(a), "asr": asr_text(a), "n": a.n, **diff_view(c)})
+        if not g["rows"]:
+            g["rows"].append({"eval": MISSING, "asr": MISSING, "n": None, **diff_view(None)})
+        groups.append(g)
+    return groups
+
+
+def comparison_rows(E: ExperimentView) -> list[dict[str, Any]]:
+    """Every paired test of the run, including the runner-up tests expectations added."""
+    out = []
+    for c in [*E.comparisons, *E.expectation_tests]:
+        out.append({
+            "variant": c.variant, "reference": c.reference, "eval": " · ".join(c.cell),
+            "n": c.n_pairs if c.n_items == c.n_pairs else f"{c.n_pairs} ({c.n_items} items)",
+            "test": c.test, "kind": c.kind, "asr_ref": pct(c.asr_ref), "asr_var": pct(c.asr_variant),
+            **diff_view(c), "p_midp": pval(c.p_midp),
+        })
+    return out
+
+
+_VERDICT_CLS = {"holds": "better", "does not hold": "worse", "not measured": "muted"}
+
+
+def expectation_rows(E: ExperimentView) -> list[dict[str, Any]]:
+    out = []
+    for x in E.expectations:
+        out.append({
+            "variant": x.variant, "reference": x.reference or MISSING, "expected": x.expected,
+            "claim": x.claim or MISSING, "source": x.source, "verdict": x.verdict,
+            "cls": _VERDICT_CLS.get(x.verdict, ""), "why": x.why, "utility": x.utility_verdict or MISSING,
+            "acc": f"{pct(x.task_acc_reference)} → {pct(x.task_acc)}",
+            "over": f"{pct(x.over_refusal_reference)} → {pct(x.over_refusal)}",
+        })
+    return out
+
+
+def agreement_rows(E: ExperimentView) -> list[dict[str, Any]]:
+    return [{"a": r.judge_a, "b": r.judge_b, "n": r.n, "agreement": pct(r.agreement), "kappa": num(r.kappa, 2)}
+            for r in E.agreement]
+
+
+def guard_rows(E: ExperimentView) -> list[dict[str, Any]]:
+    out = []
+    for g in E.guards:
+        ref, v = E.ref(g.variant), E.variant(g.variant)
+        out.append({
+            "variant": g.variant, "recipe": v.recipe if v else MISSING, "reference": ref or MISSING,
+            "asr": pct(g.asr), "ref_asr": pct(E.primary_asr(ref)), "fr": pct(g.false_refusal),
+            "lat": seconds(g.latency_added_s),
+        })
+    return out
+
+
+def flip_rows(E: ExperimentView) -> list[dict[str, Any]]:
+    return [{"variant": f.variant, "reference": f.reference, "dataset": f.dataset, "attack": f.attack,
+             "diffs": [(j, pp(d)) for j, d in f.diffs.items()]} for f in E.flips]
+
+
+def runs_rows(E: ExperimentView) -> list[dict[str, Any]]:
+    """Repeated attack runs: the page's text cells (also ``tables/runs.csv``) and the numbers for the figure."""
+    out = []
+    for a in E.asr:
+        runs = a.runs
+        if runs is None:
+            continue
+        per = [v for v in (finite(x) for x in runs.per_run) if v is not None]
+        lo, hi = finite(runs.ci_low), finite(runs.ci_high)
+        out.append({
+            "variant": a.variant, "eval": E.eval_label(a, list(CELL_KEYS)),
+            "label": f"{a.variant} · {a.attack} · {a.judge}",
+            "per_run": ", ".join(pct(x) for x in per) or MISSING, "n_runs": len(per),
+            "mean": pct(runs.mean), "sd": pp(runs.sd).replace("+", ""), "min": pct(runs.min), "max": pct(runs.max),
+            "ci": MISSING if lo is None or hi is None else f"{pct(max(0.0, lo))} – {pct(min(1.0, hi))}",
+            "pooled": asr_text(a), "per_run_f": per, "mean_f": finite(runs.mean), "lo_f": lo, "hi_f": hi,
+        })
+    return out
+
+
+def provenance(E: ExperimentView, records: Sequence[Record]) -> dict[str, Any] | None:
+    """Where the numbers come from: variant builds, dataset hashes, seed, run times, libraries, config."""
+    prov, config = E.provenance, E.config
+    gen = prov.generation.to_dict() if prov else {}
+    datasets: dict[str, str] = {}
+    for r in records:  # the datasets of the samples passed in, in the order first seen
+        if r.dataset_sha256:
+            datasets.setdefault(r.dataset, r.dataset_sha256)
+    # ``config`` is the experiment YAML as written (an open mapping): a top-level seed wins over generation's
+    seed = config.get("seed", prov.generation.seed if prov else None)
+    variants = [
+        {
+            "name": v.name, "recipe": v.recipe, "kind": v.kind, "sha": v.weights_sha256,
+            "build": duration(v.build_seconds), "family": v.family,
+            "manifest": pretty_json(v.manifest) if v.manifest else None,
+        }
+        for v in E.variants
+    ]
+    libs = prov.libraries if prov else {}
+    run = {k: v for k, v in (("started", prov.started), ("finished", prov.finished),
+                             ("cache_dir", prov.cache_dir)) if v} if prov else {}
+    other = {"timings_s": prov.timings_s} if prov else {}
+    if not (variants or datasets or gen or seed is not None or libs or config or run or other):
+        return None
+    return {
+        "variants": variants, "datasets": datasets, "generation": pretty_json(gen) if gen else None,
+        "seed": seed, "libraries": {k: str(v) for k, v in libs.items()}, "run": run,
+        "config": pretty_json(config) if config else None, "other": pretty_json(other) if other else None,
+    }
