@@ -188,9 +188,73 @@ def export(work: Path, seed: int, only: list[str] | None = None) -> None:
         print(f"{g}: {len(out)} responses → {work / f'label-{g}.csv'}")
 
 
+def merge(work: Path, out_dir: Path) -> None:
+    """Two passes per generator → agreed labels; disagreements go to ``disagreements.csv`` for a third read
+    (``labels/<generator>.R.csv``: id, refusal, harm); writes ``judge_train.csv`` / ``judge_heldout.csv``
+    and prints the agreement per semantic (Cohen's κ between the passes)."""
+    from safetydrift.stats import cohen_kappa
+
+    cols = ["id", "side", "generator", "source", "category", "request", "prompt", "response", "refusal", "harm",
+            "refusal_a", "refusal_b", "harm_a", "harm_b", "resolved"]
+    merged: list[dict[str, str]] = []
+    pending: list[dict[str, str]] = []
+    stats: dict[str, list[tuple[int, int]]] = {"refusal": [], "harm": []}
+    for g in GENERATORS:
+        rows_f = work / f"label-{g}.csv"
+        a_f, b_f = work / "labels" / f"{g}.A.csv", work / "labels" / f"{g}.B.csv"
+        if not (rows_f.exists() and a_f.exists() and b_f.exists()):
+            print(f"{g}: labels incomplete, skipped")
+            continue
+        rows = list(csv.DictReader(rows_f.open()))
+        a = {r["id"]: r for r in csv.DictReader(a_f.open())}
+        b = {r["id"]: r for r in csv.DictReader(b_f.open())}
+        r_f = work / "labels" / f"{g}.R.csv"
+        res = {r["id"]: r for r in csv.DictReader(r_f.open())} if r_f.exists() else {}
+        missing = [r["id"] for r in rows if r["id"] not in a or r["id"] not in b]
+        if missing:
+            raise SystemExit(f"{g}: {len(missing)} rows without both passes (e.g. {missing[0]})")
+        for r in rows:
+            la, lb = a[r["id"]], b[r["id"]]
+            row = {**{k: r[k] for k in cols[:8]}, "refusal_a": la["refusal"], "refusal_b": lb["refusal"],
+                   "harm_a": la["harm"], "harm_b": lb["harm"], "resolved": ""}
+            for sem in ("refusal", "harm"):
+                stats[sem].append((int(la[sem]), int(lb[sem])))
+            agree = la["refusal"] == lb["refusal"] and la["harm"] == lb["harm"]
+            if agree:
+                row.update(refusal=la["refusal"], harm=la["harm"])
+            elif r["id"] in res:
+                row.update(refusal=res[r["id"]]["refusal"], harm=res[r["id"]]["harm"], resolved="third read")
+            else:
+                pending.append(row)
+                continue
+            merged.append(row)
+    for sem, pairs in stats.items():
+        if pairs:
+            dis = sum(x != y for x, y in pairs)
+            k = cohen_kappa([x for x, _ in pairs], [y for _, y in pairs])
+            print(f"{sem}: {len(pairs)} rows, passes disagree on {dis}, kappa between passes {k:.3f}")
+    if pending:
+        with (work / "disagreements.csv").open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols)
+            w.writeheader()
+            w.writerows(pending)
+        print(f"{len(pending)} rows need a third read → {work / 'disagreements.csv'}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for side, name in (("train", "judge_train.csv"), ("heldout", "judge_heldout.csv")):
+        part = [r for r in merged if r["side"] == side]
+        with (out_dir / name).open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols)
+            w.writeheader()
+            w.writerows(sorted(part, key=lambda r: r["id"]))
+        print(f"{side}: {len(part)} labelled rows → {out_dir / name} "
+              f"(refusal=1: {sum(r['refusal'] == '1' for r in part)}, harm=1: {sum(r['harm'] == '1' for r in part)}, "
+              f"generators: {len({r['generator'] for r in part})})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("step", choices=["prompts", "generate", "export"])
+    ap.add_argument("step", choices=["prompts", "generate", "export", "merge"])
+    ap.add_argument("--labels-out", default="src/safetydrift/judges/data", help="where merge writes the label files")
     ap.add_argument("--work", default="out/judge-data")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=96)
@@ -198,7 +262,7 @@ def main() -> int:
     a = ap.parse_args()
     work = Path(a.work)
     {"prompts": lambda: build_prompts(work, a.seed), "generate": lambda: generate(work, a.max_new_tokens, a.only),
-     "export": lambda: export(work, a.seed, a.only)}[a.step]()
+     "export": lambda: export(work, a.seed, a.only), "merge": lambda: merge(work, Path(a.labels_out))}[a.step]()
     return 0
 
 

@@ -453,3 +453,134 @@ def test_csv_cells_cannot_run_as_formulas(tmp_path: Path) -> None:
     write_csv(out, ["variant", "diff"], [{"variant": "=cmd|' /C calc'!A0", "diff": -0.25}])
     rows = list(_csv.reader(out.open()))
     assert rows[1] == ["'=cmd|' /C calc'!A0", "-0.25"]
+
+
+# ------------------------------------------------------------------------------------ judges' readings
+
+
+def _with_semantics(out: Path, semantics: dict[str, str], disagreements: list[dict[str, Any]] | None = None,
+                    ) -> tuple[ExperimentResult, list[Record]]:
+    """The fixture experiment as a run writes it now: each judge's semantic, the headline judge, and the
+    same-semantic disagreements (no legacy direction flips)."""
+    exp, records = make_experiment_json(out)
+    exp.update(direction_flips=[], judge_semantics=semantics, headline_judge="keyword",
+               judge_disagreements=disagreements or [])
+    return ExperimentResult.from_json(exp), [Record.from_json(r) for r in records]
+
+
+DISAGREE = {"variant": "q4", "reference": "ft", "dataset": "advbench", "attack": "direct", "judge_a": "keyword",
+            "judge_b": "classifier", "diff_a": 0.05, "diff_b": -0.03, "p_a": 0.002, "p_b": 0.4, "kind": "both"}
+
+
+def _section(html: str, sid: str) -> str:
+    m = re.search(rf'<section id="{sid}">(.*?)</section>', html, re.S)
+    assert m, f"section {sid} missing"
+    return m.group(1)
+
+
+def test_headline_names_its_judge_and_shows_the_second_beside_it(tmp_path: Path) -> None:
+    result, records = _with_semantics(tmp_path, {"keyword": "refusal", "classifier": "refusal"}, [DISAGREE])
+    html = render_experiment_report(result, records, tmp_path).read_text(encoding="utf-8")
+    head = _section(html, "headline")
+    assert ("Headline judge: keyword (refusal: success = the model set out to comply instead of refusing)"
+            in head)
+    assert "Beside it: classifier (refusal)" in head
+    table = re.search(r'<table id="headline-table">(.*?)</table>', html, re.S).group(1)
+    assert "<th>classifier: ASR [95% CI, %]" in table and "classifier: change vs reference, p (Holm)" in table
+    # the classifier's reading is beside the keyword's on the same row, not a row of its own
+    assert "direct · classifier" not in table and "direct · keyword" in table
+    ft = _rows_of(table, "ft")
+    assert "70.0% [58.0, 82.0]" in ft and "65.0% [53.0, 77.0]" in ft  # keyword 28/40, classifier 26/40
+    # the classifier's change (26/40 − 2/40, Holm p 0.002) is coloured by its own test
+    assert '<td class="num worse">+60.0 pp [+50.0, +70.0]<br><span class="muted">p 0.002</span></td>' in ft
+    # the tap evaluation (keyword only) keeps its row; the classifier did not measure it
+    tap = ft[ft.index("tap · keyword"):]
+    assert tap.count('<td class="num">–</td>') >= 2
+    # agreement: a semantic column; disagreements: every one listed, with a banner and a CSV
+    agree = _section(html, "agreement")
+    assert "<th>semantic</th>" in agree and "<td>refusal</td>" in agree
+    dis = _section(html, "disagree")
+    assert "<b>q4</b>" in dis and "direction and significance" in dis and "+5.0 pp" in dis and "-3.0 pp" in dis
+    assert "different things" not in dis  # one semantic only
+    assert 'href="#disagree"' in html and "1 comparison reads differently" in html
+    assert 'id="flips"' not in html  # a new run records no legacy direction flips
+    rows = list(csv.DictReader((tmp_path / "tables" / "judge_disagreements.csv").open(encoding="utf-8")))
+    assert [(r["variant"], r["judge_a"], r["judge_b"], r["kind"], r["semantic"], r["p_b"]) for r in rows] == [
+        ("q4", "keyword", "classifier", "both", "refusal", "0.4")]
+    agree_csv = list(csv.DictReader((tmp_path / "tables" / "judge_agreement.csv").open(encoding="utf-8")))
+    assert (agree_csv[0]["semantic_a"], agree_csv[0]["semantic_b"]) == ("refusal", "refusal")
+    # still CSP-safe: one executable script with the nonce, hostile strings as text
+    assert XSS_PROMPT not in html and len(re.findall(r"<script nonce=", html)) == 1
+
+
+def _rows_of(table: str, variant: str) -> str:
+    """The headline table's rows of one variant (from its name cell to the next variant's)."""
+    start = table.index(f"<b>{variant}</b>")
+    nxt = table.find('<tr class="grp">', start)
+    return table[start: nxt if nxt != -1 else len(table)]
+
+
+def test_judges_of_different_semantics_are_labelled_and_never_compared(tmp_path: Path) -> None:
+    result, records = _with_semantics(tmp_path, {"keyword": "refusal", "classifier": "harm"})
+    html = render_experiment_report(result, records, tmp_path).read_text(encoding="utf-8")
+    head = _section(html, "headline")
+    assert "Beside it: classifier (harm, a different measure, never combined with the headline)" in head
+    assert '<span class="muted">harm</span>' in head  # the column says what it measures
+    dis = _section(html, "disagree")
+    assert "No two judges share a semantic" in dis
+    assert "measure different things and are never compared" in dis and "refusal: keyword; harm: classifier" in dis
+    assert "refusal vs harm: different measures" in _section(html, "agreement")
+    assert not (tmp_path / "tables" / "judge_disagreements.csv").exists()
+
+
+def test_no_disagreement_says_none(tmp_path: Path) -> None:
+    result, records = _with_semantics(tmp_path, {"keyword": "refusal", "classifier": "refusal"})
+    html = render_experiment_report(result, records, tmp_path).read_text(encoding="utf-8")
+    dis = _section(html, "disagree")
+    assert "None: no comparison changes direction or significance" in dis and "<table" not in dis
+    assert "reads differently" not in html
+
+
+def test_one_judge_has_no_second_reading(tmp_path: Path) -> None:
+    exp, records = make_experiment_json(tmp_path)
+    exp.update(asr=[a for a in exp["asr"] if a["judge"] == "keyword"], judge_agreement=[], direction_flips=[],
+               comparisons=[c for c in exp["comparisons"] if c["judge"] == "keyword"],
+               judge_semantics={"keyword": "refusal"}, headline_judge="keyword")
+    html = render_experiment_report(ExperimentResult.from_json(exp), [], tmp_path).read_text(encoding="utf-8")
+    assert "Only one judge (keyword) was used" in _section(html, "disagree")
+    assert "Beside it" not in html and ": change vs reference, p (Holm)" not in html
+
+
+def test_an_old_run_says_its_semantics_were_not_recorded(tmp_path: Path) -> None:
+    """tests/data/v1 (two keyword judges, no semantics recorded) still renders, and says what it cannot tell."""
+    v1 = Path(__file__).resolve().parent / "data" / "v1" / "run"
+    result = ExperimentResult.from_json(json.loads((v1 / "experiment.json").read_text(encoding="utf-8")))
+    html = render_experiment_report(result, [], tmp_path).read_text(encoding="utf-8")
+    assert "Headline judge: keyword (semantic not recorded)" in html
+    assert "Beside it: keyword:list=gcg (semantic not recorded" in html
+    assert "written before judges recorded their semantic" in _section(html, "disagree")
+    assert "<td>semantic not recorded</td>" in _section(html, "agreement")
+    # the legacy fixture's direction flips are still shown as recorded
+    legacy, records = make_experiment(tmp_path / "legacy")
+    page = render_experiment_report(legacy, records, tmp_path / "legacy").read_text(encoding="utf-8")
+    assert 'id="flips"' in page and "over judges of any semantic" in page
+
+
+def test_console_headline_names_the_judge_and_counts_disagreements(tmp_path: Path, monkeypatch) -> None:
+    import rich.console
+
+    from safetydrift.experiments.console import print_headline
+
+    rec = rich.console.Console(record=True, width=250)
+    monkeypatch.setattr(rich.console, "Console", lambda *a, **k: rec)
+    result, _ = _with_semantics(tmp_path, {"keyword": "refusal", "classifier": "refusal"}, [DISAGREE])
+    print_headline(result)
+    text = rec.export_text()
+    assert "Headline judge: keyword (refusal: success = the model set out to comply instead of refusing)" in text
+    assert "Beside it: classifier (refusal)" in text
+    assert "Judge disagreements (same semantic; direction or significance): 1" in text
+    rec = rich.console.Console(record=True, width=250)
+    v1 = Path(__file__).resolve().parent / "data" / "v1" / "run"
+    print_headline(ExperimentResult.from_json(json.loads((v1 / "experiment.json").read_text(encoding="utf-8"))))
+    text = rec.export_text()
+    assert "Headline judge: keyword (semantic not recorded)" in text and "Judge disagreements" not in text

@@ -91,6 +91,14 @@ def test_floor_clamps_and_is_counted() -> None:
     m, floored = margins_from_logits(z, [0, 1], [2, 3])
     assert m[0] == pytest.approx(0.0) and floored == [False, True, True]
     assert m[1] == pytest.approx(math.log(FLOOR)) and m[2] == pytest.approx(-math.log(FLOOR))
+    broken = z.clone()
+    broken[0, 5] = float("nan")  # a broken build: no margin for that prompt, and it is counted
+    m, _ = margins_from_logits(broken, [0, 1], [2, 3])
+    assert math.isnan(m[0]) and math.isfinite(m[1])
+    from safetydrift.analysis.margin import _collect
+
+    got = _collect(ITEMS[:3], [margins_from_logits(broken, [0, 1], [2, 3])], "transformers", {})
+    assert list(got.by_item) == [ITEMS[1].id, ITEMS[2].id] and got.meta["nonfinite"] == 1 and got.n == 2
     with pytest.raises(UnsupportedError):
         margins_from_logits(z, [], [2])
     with pytest.raises(SafetyDriftError, match="vocabulary"):
@@ -280,11 +288,13 @@ def test_experiment_reports_the_margin(tmp_path: Path, ctx: Context, monkeypatch
         (out / "experiment.json").read_text())["comparisons"])
 
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert "refusal margin; Δ vs ref [95% CI]" in html and "(model, unguarded)" in html
+    assert "refusal margin (nats); Δ vs ref [95% CI]" in html and "(model, unguarded)" in html
+    assert "±0 (no prompt differs)" in html  # the guarded variant: its model's logits, unchanged
     assert f"{twin['margin_diff']:+.2f} [{lo:+.2f}, {hi:+.2f}]" in html
     rows = {r["variant"]: r for r in csv.DictReader((out / "tables" / "utility.csv").open(encoding="utf-8"))}
     assert float(rows["twin"]["margin_diff"]) == twin["margin_diff"] and rows["base"]["margin_diff"] == ""
-    assert rows["guarded"]["margin_engine"] == "transformers (model, unguarded)"
+    assert json.loads(rows["guarded"]["margin_meta"])["engine"] == "transformers (model, unguarded)"
+    assert json.loads(rows["twin"]["margin_meta"])["floored"] == 0
     head = {r["variant"]: r for r in csv.DictReader((out / "tables" / "headline.csv").open(encoding="utf-8"))}
     assert float(head["twin"]["margin_p_holm"]) == twin["margin_p_holm"]
 

@@ -17,7 +17,7 @@ pytest.importorskip("mypy", reason="mypy is in the dev extra (pip install -e '.[
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "safetydrift"
-TYPED = ["records.py", "stats", "runner.py", "store.py", "expectations.py", "validation.py", "experiments", "report"]
+TYPED = ["records.py", "rowjson.py", "stats", "runner.py", "store.py", "expectations.py", "validation.py", "experiments", "report"]
 
 
 def _mypy(*paths: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

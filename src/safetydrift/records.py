@@ -9,115 +9,29 @@ so that the runner, the analysis and the report read attributes a type checker c
 Formats are versioned: a record line carries ``"schema": 2``, ``experiment.json`` and ``summary.json``
 carry ``"format": 2``. Version 1 (files written before the version field existed) has the same fields
 and is read too, so an old ``results.jsonl`` still resumes and an old ``experiment.json`` still loads.
-A version newer than this code is refused rather than half-read.
+A version newer than this code is refused rather than half-read. How a row becomes JSON and back is in
+``rowjson.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
-from functools import cache
-from types import UnionType
-from typing import Any, ClassVar, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Literal
 
 from safetydrift.errors import DataError
+from safetydrift.rowjson import _plain, _Row, _version
 from safetydrift.types import GenerationConfig, Label
 
 __all__ = [
     "RECORD_SCHEMA", "RESULT_FORMAT", "AsrRow", "Comparison", "DirectionFlip", "EvalSummary", "Expectation",
-    "ExpectationCheck", "ExperimentResult", "GuardRow", "JudgeAgreement", "LensSummary", "Rate", "Record",
-    "RunProvenance", "RunsSummary", "TapTree", "UtilityRow", "VariantSummary",
+    "ExpectationCheck", "ExperimentResult", "GuardRow", "JudgeAgreement", "JudgeDisagreement", "LensSummary",
+    "Rate", "Record", "RunProvenance", "RunsSummary", "TapTree", "UtilityRow", "VariantSummary",
 ]
 
 RECORD_SCHEMA = 2  # results.jsonl: 1 = no "schema" field (same fields otherwise)
 RESULT_FORMAT = 2  # experiment.json, summary.json: 1 = no "format" field
 LABELS: tuple[Label, ...] = ("success", "fail", "unscorable")
-
-R = TypeVar("R", bound="_Row")
-
-
-def _version(d: Mapping[str, Any], key: str, current: int, what: str) -> int:
-    v = d.get(key, 1)
-    if not isinstance(v, int) or not 1 <= v <= current:
-        raise DataError(f"{what}: {key} {v!r} is not readable by this safetydrift (it reads 1 to {current})")
-    return v
-
-
-def _plain(v: Any) -> Any:
-    """A field value as JSON data: rows by their ``to_json``, tuples as lists."""
-    if isinstance(v, _Row):
-        return v.to_json()
-    if isinstance(v, GenerationConfig):
-        return v.to_dict()
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, Mapping):
-        return {k: _plain(x) for k, x in v.items()}
-    return v
-
-
-def _typed(tp: Any, v: Any) -> Any:
-    """JSON data as a field's annotated type: nested rows, tuples, mappings of rows, GenerationConfig."""
-    origin, args = get_origin(tp), get_args(tp)
-    if v is None:
-        return None
-    if origin is Literal:
-        if v not in args:
-            raise DataError(f"{v!r} is not one of {', '.join(map(str, args))}")
-        return v
-    if origin in (Union, UnionType):
-        return _typed(next(a for a in args if a is not type(None)), v)
-    if origin is tuple:
-        items = list(v)
-        return tuple(_typed(args[0] if args[-1] is Ellipsis else args[i], x) for i, x in enumerate(items))
-    if origin is Mapping:
-        return {k: _typed(args[1], x) for k, x in v.items()}
-    if isinstance(tp, type) and issubclass(tp, _Row):
-        return tp.from_json(v)
-    if tp is GenerationConfig:
-        try:
-            return GenerationConfig(**v)
-        except TypeError as e:
-            raise DataError(f"generation settings: {e}") from None
-    return v
-
-
-@cache
-def _hints(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls)
-
-
-class _Row:
-    """``to_json``/``from_json`` for a frozen dataclass whose JSON object has the fields' names, in order."""
-
-    _omit_if_none: ClassVar[frozenset[str]] = frozenset()  # optional keys written only when set (not None/default)
-    _format_key: ClassVar[str | None] = None  # "schema" / "format" for a top-level, versioned object
-    _format: ClassVar[int] = 1
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {self._format_key: self._format} if self._format_key else {}
-        for f in fields(cast(Any, self)):
-            v = getattr(self, f.name)
-            if not (f.name in self._omit_if_none and (v is None or v == f.default)):
-                out[f.name] = _plain(v)
-        return out
-
-    @classmethod
-    def from_json(cls: type[R], d: Any) -> R:
-        """Read a JSON object: unknown keys, missing required fields and unreadable versions are errors."""
-        if not isinstance(d, Mapping):
-            raise DataError(f"{cls.__name__}: expected a JSON object, got {type(d).__name__}")
-        own = {f.name: f for f in fields(cast(Any, cls))}
-        if cls._format_key:
-            _version(d, cls._format_key, cls._format, cls.__name__)
-        unknown = sorted(set(d) - set(own) - {cls._format_key})
-        if unknown:
-            raise DataError(f"{cls.__name__}: unknown field {unknown[0]!r}")
-        missing = [n for n, f in own.items() if n not in d and f.default is MISSING and f.default_factory is MISSING]
-        if missing:
-            raise DataError(f"{cls.__name__}: missing field {missing[0]!r}")
-        hints = _hints(cast(type, cls))
-        return cls(**{k: _typed(hints[k], v) for k, v in d.items() if k in own})
 
 
 # ------------------------------------------------------------------------------------- judged samples
@@ -289,13 +203,33 @@ class JudgeAgreement(_Row):
 
 @dataclass(frozen=True, kw_only=True)
 class DirectionFlip(_Row):
-    """A variant whose ASR goes up under one judge and down under another (same dataset and attack)."""
+    """A variant whose ASR goes up under one judge and down under another (same dataset and attack), whatever
+    the judges measure: what older runs recorded; a run now records :class:`JudgeDisagreement` s."""
 
     variant: str
     reference: str
     dataset: str
     attack: str
     diffs: Mapping[str, float]  # judge → diff
+
+
+@dataclass(frozen=True, kw_only=True)
+class JudgeDisagreement(_Row):
+    """Two judges of one semantic read a comparison differently: the ASR change goes up under one and down
+    under the other ("direction"), it is significant (Holm p < α) under only one ("significance"), or both.
+    Judges of different semantics are never paired: they measure different things (``stats.paired``)."""
+
+    variant: str
+    reference: str
+    dataset: str
+    attack: str
+    judge_a: str
+    judge_b: str
+    diff_a: float  # ASR change against the reference under judge_a
+    diff_b: float
+    p_a: float | None  # Holm-adjusted p of judge_a's comparison
+    p_b: float | None
+    kind: Literal["direction", "significance", "both"]
 
 
 # ------------------------------------------------------------------------------------- expectations
@@ -384,8 +318,10 @@ class UtilityRow(_Row):
     margin_diff_ci: tuple[float, float] | None = None  # bootstrap 95% CI, resampling prompts
     margin_p: float | None = None  # two-sided Wilcoxon signed-rank (margin_meta["test"]: exact or normal)
     margin_p_holm: float | None = None  # Holm over the run's margin tests only (not the ASR family)
-    margin_meta: Mapping[str, Any] | None = None  # engine, prompts at the 1e-12 floor, pairs, test
-    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"refusal_margin", "refusal_margin_n", "margin_diff", "margin_diff_ci", "margin_p", "margin_p_holm", "margin_meta"})  # unmeasured: no keys, as older files
+    margin_meta: Mapping[str, Any] | None = None  # open details: engine, test, pairs, prompts at the floor
+    # not measured (margin off, an endpoint): no margin keys at all, as in files written before margins existed
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({
+        "refusal_margin", "refusal_margin_n", "margin_diff", "margin_diff_ci", "margin_p", "margin_p_holm", "margin_meta"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -439,13 +375,17 @@ class ExperimentResult(_Row):
     expectation_tests: tuple[Comparison, ...] = ()  # extra tests expectations need (e.g. vs runner-up)
     utility: tuple[UtilityRow, ...] = ()
     judge_agreement: tuple[JudgeAgreement, ...] = ()
-    direction_flips: tuple[DirectionFlip, ...] = ()
+    direction_flips: tuple[DirectionFlip, ...] = ()  # older runs only (a run now leaves it empty)
+    judge_disagreements: tuple[JudgeDisagreement, ...] = ()  # same-semantic judges only
+    judge_semantics: Mapping[str, str] | None = None  # judge (as records name it) → semantic; None: not recorded
+    headline_judge: str | None = None  # the judge of the headline (the YAML's first)
     guards: tuple[GuardRow, ...] = ()
     tap_trees: tuple[TapTree, ...] = ()
     logitlens: LensSummary | None = None
     expectations: tuple[ExpectationCheck, ...] = ()
     provenance: RunProvenance | None = None
 
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"judge_disagreements", "judge_semantics", "headline_judge"})
     _format_key: ClassVar[str | None] = "format"
     _format: ClassVar[int] = RESULT_FORMAT
 

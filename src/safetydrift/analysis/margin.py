@@ -107,10 +107,13 @@ def margins_from_logits(z: Any, refusal_ids: Sequence[int],
 
 def _collect(items: Sequence[Item], rows: list[tuple[list[float], list[bool]]], engine: str,
              meta: dict[str, Any]) -> Margins:
+    """Margins by item id. A prompt whose logits are not finite (a broken build) has no margin: it is left
+    out (so out of every mean and pairing) and counted in ``meta["nonfinite"]``."""
     values = [v for vals, _ in rows for v in vals]
     floored = [f for _, fl in rows for f in fl]
-    return Margins(by_item={it.id: v for it, v in zip(items, values, strict=True)}, n_floored=sum(floored),
-                   engine=engine, meta=meta)
+    by_item = {it.id: v for it, v in zip(items, values, strict=True) if math.isfinite(v)}
+    return Margins(by_item=by_item, n_floored=sum(floored), engine=engine,
+                   meta={**meta, "nonfinite": len(values) - len(by_item)})
 
 
 def _conversation(item: Item) -> list[dict[str, str]]:

@@ -35,7 +35,7 @@ from safetydrift.records import (
 )
 from safetydrift.runner import EvalRequest, summarize
 from safetydrift.spec import parse_component, parse_recipe
-from safetydrift.stats import Pairing, direction_flips, judge_agreement, paired_comparisons
+from safetydrift.stats import Pairing, judge_agreement, judge_disagreements, paired_comparisons
 from safetydrift.stats import asr_rows as _asr_rows
 from safetydrift.store import OutputLock, ResultStore, atomic_write_text
 
@@ -110,6 +110,7 @@ def _run_experiment(exp: Experiment, out: Path, ctx: Context) -> ExperimentResul
     extra = runner_up_pairs(exp.expect, exp.variants, asr, default, names)
     all_comps = comparisons(exp, safety, extra)
     comps = [c for c in all_comps if c.kind == "reference"]
+    semantics = judge_semantics(exp, names)
     lens = None
     if exp.logitlens and exp.logitlens.variants:  # 4. LogitLens
         t0 = time.time()
@@ -124,7 +125,9 @@ def _run_experiment(exp: Experiment, out: Path, ctx: Context) -> ExperimentResul
         expectation_tests=tuple(c for c in all_comps if c.kind == "expectation"),
         utility=tuple(util),
         judge_agreement=tuple(judge_agreement(safety, exp.judges) if len(exp.judges) > 1 else []),
-        direction_flips=tuple(direction_flips(comps)),
+        judge_disagreements=tuple(judge_disagreements(comps, semantics)),
+        judge_semantics=semantics,
+        headline_judge=default[2],
         guards=tuple(_guard_rows(exp, asr, util, records)),
         tap_trees=tuple(_tap_trees(safety, exp, exp.judges[0])),
         logitlens=lens,
@@ -159,6 +162,19 @@ def _eval_names(exp: Experiment, reqs: list[EvalRequest], per_req: list[list[Rec
     for j in exp.judges:  # judges name themselves str(spec), as runner.make_judges builds them
         names[j] = str(parse_component(j))
     return names
+
+
+def judge_semantics(exp: Experiment, names: dict[str, str]) -> dict[str, str]:
+    """Each judge (as its records name it, in YAML order) → the semantic it declares, read from the registry
+    without building it; a judge that declares none is left out (it is then never paired with another)."""
+    from safetydrift import registry
+    from safetydrift.judges.base import semantic_of
+
+    out: dict[str, str] = {}
+    for j in exp.judges:
+        if (s := semantic_of(registry.judges.get(parse_component(j).name))) is not None:
+            out.setdefault(names[j], s)
+    return out
 
 
 def _variant_rows(exp: Experiment, ctx: Context, build_times: dict[str, float]) -> list[VariantSummary]:

@@ -1,16 +1,20 @@
 """Utility: what a variant costs on benign work (task accuracy, over-refusal, perplexity, KL to its
-reference), measured with the same executors and store as the safety evals."""
+reference), measured with the same executors and store as the safety evals; and its refusal margin on the
+first dataset's prompts against its reference's (``analysis.margin``)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safetydrift.context import Context
 from safetydrift.experiments.schema import Experiment
 from safetydrift.records import Record, UtilityRow
 from safetydrift.runner import EvalRequest
+
+if TYPE_CHECKING:
+    from safetydrift.analysis.margin import Margins
 
 
 def utility_requests(exp: Experiment) -> list[EvalRequest]:
@@ -91,37 +95,17 @@ def _margins(exp: Experiment, rows: list[UtilityRow], ctx: Context) -> list[Util
     """Refusal margin (analysis/margin.py) of every variant with local logits on the prompts of the run's first
     dataset, and the paired difference against its reference. The margin tests are their own Holm family,
     apart from the ASR comparisons: a different reading, not more tests of the same hypothesis."""
-    from safetydrift.analysis.margin import Margins, compare_margins, refusal_margins
-    from safetydrift.datasets import load_dataset
-    from safetydrift.errors import UnsupportedError
-    from safetydrift.runner import progress_bar
+    from safetydrift.analysis.margin import compare_margins
     from safetydrift.stats import holm
 
-    items = load_dataset(exp.datasets[0], ctx).items  # what the safety eval ran (no limit in a run)
-    resolved = {v.name: ctx.resolve(v.recipe) for v in exp.variants}
-    local = [v for v in exp.variants if resolved[v.name].kind in ("hf", "gguf")]
-    got: dict[str, Margins] = {}
-    by_weights: dict[tuple[str, str], Margins] = {}  # a guard shares its inner model's logits: read them once
-    with progress_bar(ctx) as prog:
-        task = prog.add_task(f"refusal margin ({len(items)} prompts)", total=len(local) * len(items))
-        for k, v in enumerate(local):
-            m = resolved[v.name]
-            key = (m.kind, str(m.path))
-            if key not in by_weights:
-                try:
-                    by_weights[key] = refusal_margins(
-                        m, items, ctx, system_prompt=exp.gen.system_prompt,
-                        progress=lambda done, k=k: prog.update(task, completed=k * len(items) + done))
-                except UnsupportedError as e:
-                    ctx.log(f"[yellow]refusal margin: {v.name}: {e}[/yellow]")
-                    continue
-            got[v.name] = replace(by_weights[key], unguarded=bool(m.wrappers))
-            prog.update(task, completed=(k + 1) * len(items))
+    got = _read_margins(exp, ctx)
     by_name = {r.variant: r for r in rows}
     tests: dict[str, dict[str, Any]] = {}
     for name, m in got.items():
         v = exp.variant(name)
-        meta: dict[str, Any] = {"engine": m.label, "floored": m.n_floored, "dataset": exp.datasets[0]}
+        meta: dict[str, Any] = {"engine": m.label, "floored": m.n_floored, "dataset": exp.datasets[0],
+                                **{k: m.meta[k] for k in ("nonfinite", "template_mismatch", "ids_mismatch")
+                                   if k in m.meta}}
         if v.reference is not None and v.reference in got:
             tests[name] = compare_margins(m, got[v.reference])
             meta.update(pairs=tests[name]["n_pairs"], nonzero=tests[name]["n_nonzero"], test=tests[name]["test"])
@@ -132,3 +116,36 @@ def _margins(exp: Experiment, rows: list[UtilityRow], ctx: Context) -> list[Util
         by_name[name] = replace(by_name[name], margin_diff=t["diff"], margin_diff_ci=t["diff_ci"],
                                 margin_p=t["p"], margin_p_holm=p_holm)
     return [by_name[r.variant] for r in rows]
+
+
+def _read_margins(exp: Experiment, ctx: Context) -> dict[str, Margins]:
+    """Each local variant's margins, one model in memory at a time, with a progress bar (and ETA) over prompts."""
+    from safetydrift.analysis.margin import refusal_margins
+    from safetydrift.datasets import load_dataset
+    from safetydrift.errors import UnsupportedError
+    from safetydrift.runner import progress_bar
+
+    items = load_dataset(exp.datasets[0], ctx).items  # what the safety eval ran (a run sets no limit)
+    resolved = {v.name: ctx.resolve(v.recipe) for v in exp.variants}
+    local = [v for v in exp.variants if resolved[v.name].kind in ("hf", "gguf")]
+    got: dict[str, Margins] = {}
+    by_weights: dict[tuple[str, str], Margins] = {}  # a guard shares its inner model's logits: read them once
+    with progress_bar(ctx) as prog:
+        task = prog.add_task(f"refusal margin ({len(items)} prompts)", total=len(local) * len(items))
+        for k, v in enumerate(local):
+            model = resolved[v.name]
+            key, before = (model.kind, str(model.path)), k * len(items)
+
+            def advance(done: int, before: int = before) -> None:
+                prog.update(task, completed=before + done)
+
+            if key not in by_weights:
+                try:
+                    by_weights[key] = refusal_margins(model, items, ctx, system_prompt=exp.gen.system_prompt,
+                                                      progress=advance)
+                except UnsupportedError as e:
+                    ctx.log(f"[yellow]refusal margin: {v.name}: {e}[/yellow]")
+                    continue
+            got[v.name] = replace(by_weights[key], unguarded=bool(model.wrappers))
+            advance(len(items))
+    return got

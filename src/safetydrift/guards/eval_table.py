@@ -50,6 +50,11 @@ class Row:
     latency_p95_ms: float
 
 
+def label(spec: str) -> str:
+    """A configuration's short name: the guard step without ``guard:``."""
+    return spec.removeprefix("guard:")
+
+
 def latency_ms(values: Sequence[float]) -> tuple[float, float, float]:
     """(mean, p50, p95) in milliseconds; zeros for no values."""
     import numpy as np
@@ -74,8 +79,6 @@ def make_row(config: str, set_name: str, kind: str, outcomes: Sequence[Outcome])
 def summarise(specs: Sequence[str], sets: Sequence[EvalSet], outcomes: Mapping[str, Mapping[str, list[Outcome]]],
               paraphrased: set[str]) -> list[Row]:
     """Rows per configuration and set, plus the harmful set without the training paraphrases."""
-    from safetydrift.guards.evaluate import label
-
     rows: list[Row] = []
     for spec in specs:
         for s in sets:

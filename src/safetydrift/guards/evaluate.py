@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from safetydrift.guards.backend import GuardedBackend
+from safetydrift.guards.eval_table import Row, label, summarise, write_outputs
 from safetydrift.guards.spec import GuardConfig, parse_guard_step
 from safetydrift.hashing import sha256_json
 from safetydrift.spec import parse_component
@@ -54,11 +55,6 @@ def default_configs(judge: str = DEFAULT_JUDGE) -> list[str]:
         "guard:input=classifier,output=keyword",
         "guard:input=classifier,output=keyword,openers=project",
     ]
-
-
-def label(spec: str) -> str:
-    """A configuration's short name: the guard step without ``guard:``."""
-    return spec.removeprefix("guard:")
 
 
 def normalise(spec: str) -> str:
@@ -258,10 +254,9 @@ def training_paraphrases(items: Sequence[Item]) -> set[str]:
 # --------------------------------------------------------------------------------- everything
 def evaluate(ctx: Context, out: Path, *, generator: str = DEFAULT_GENERATOR, configs: Sequence[str] | None = None,
              n_harmful: int = 150, n_templated: int = 80, n_benign: int = 260, max_new_tokens: int = 64,
-             batch: int = 16, seed: int = 0) -> list[Any]:
+             batch: int = 16, seed: int = 0) -> list[Row]:
     """Run every configuration on every held-out set; write ``guards.csv``, ``guards.md`` and
-    ``summary.json`` into ``out``; return the table's rows (:class:`safetydrift.guards.eval_table.Row`)."""
-    from safetydrift.guards.eval_table import summarise, write_outputs
+    ``summary.json`` into ``out``; return the table's rows (:class:`~safetydrift.guards.eval_table.Row`)."""
     from safetydrift.judges.keyword import QI_2023, find_refusal
 
     specs = [normalise(c) for c in configs] if configs else default_configs()

@@ -54,10 +54,15 @@ def inthewild_file() -> Path:
 
 
 def inthewild_templates() -> dict[str, str]:
-    """name → template text with a ``{behavior}`` slot (validated by the template attack's loader)."""
-    from safetydrift.attacks.templates import load_templates
+    """name → template text with one ``{behavior}`` slot (the template attack reads the same file)."""
+    from safetydrift.errors import DataError
 
-    return load_templates(inthewild_file())
+    doc = json.loads(inthewild_file().read_text(encoding="utf-8"))
+    out = {str(t["name"]): str(t["text"]) for t in doc["templates"]}
+    bad = [n for n, t in out.items() if t.count(BEHAVIOR) != 1]
+    if bad or len(out) != len(doc["templates"]):
+        raise DataError(f"{inthewild_file()}: templates without exactly one {BEHAVIOR} slot, or repeated: {bad[:3]}")
+    return out
 
 
 def templated_items(requests: Sequence[Item], templates: dict[str, str], n: int) -> list[Item]:

@@ -23,6 +23,7 @@ from safetydrift.records import (
     ExperimentResult,
     GuardRow,
     JudgeAgreement,
+    JudgeDisagreement,
     Record,
     RunProvenance,
     TapTree,
@@ -55,7 +56,11 @@ class ExperimentView:
         self.expectations: tuple[ExpectationCheck, ...] = result.expectations
         self.utility: tuple[UtilityRow, ...] = result.utility
         self.agreement: tuple[JudgeAgreement, ...] = result.judge_agreement
-        self.flips: tuple[DirectionFlip, ...] = result.direction_flips
+        self.flips: tuple[DirectionFlip, ...] = result.direction_flips  # older runs only
+        self.disagreements: tuple[JudgeDisagreement, ...] = result.judge_disagreements
+        self.semantics_recorded = result.judge_semantics is not None  # False: an experiment.json before semantics
+        self.semantics: Mapping[str, str] = result.judge_semantics or {}
+        self._headline_judge = result.headline_judge
         self.trees: tuple[TapTree, ...] = result.tap_trees
         self.guards: tuple[GuardRow, ...] = result.guards
         self.provenance: RunProvenance | None = result.provenance
@@ -96,6 +101,25 @@ class ExperimentView:
 
     def comparison_at(self, name: str, dataset: str, attack: str, judge: str) -> Comparison | None:
         return self.comp_by.get((name, dataset, attack, judge))
+
+    def judges(self) -> list[str]:
+        """The run's judges in the experiment's order (its semantics mapping), then any other the rows name."""
+        return list(dict.fromkeys([*self.semantics, *(a.judge for a in self.asr)]))
+
+    def headline_judge(self) -> str | None:
+        """The judge of the headline: as recorded, else (an older run) the first evaluation's."""
+        prim = self.primary()
+        return self._headline_judge or (prim[2] if prim else None)
+
+    def second_judge(self) -> str | None:
+        """The judge shown beside the headline's: the next of the same semantic, else simply the next one
+        (then labelled with its own semantic, never combined with the headline's)."""
+        head, judges = self.headline_judge(), self.judges()
+        if head is None or head not in judges:
+            return None
+        rest = judges[judges.index(head) + 1:] + judges[: judges.index(head)]
+        sem = self.semantics.get(head)
+        return next((j for j in rest if sem is not None and self.semantics.get(j) == sem), rest[0] if rest else None)
 
     def asr_rows_of(self, name: str) -> list[AsrRow]:
         return [a for a in self.asr if a.variant == name]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from safetydrift.judges.base import MEANING
 from safetydrift.records import AsrRow, Comparison, Record, UtilityRow
 from safetydrift.report.data import CELL_KEYS, ExperimentView
 from safetydrift.report.format import (
@@ -26,8 +27,9 @@ from safetydrift.report.format import (
 )
 
 __all__ = [
-    "agreement_rows", "comparison_rows", "diff_view", "expectation_rows", "flip_rows", "finite_pair",
-    "guard_rows", "headline_groups", "margin_view", "provenance", "runs_rows",
+    "agreement_rows", "comparison_rows", "diff_view", "disagreement_rows", "expectation_rows", "flip_rows",
+    "finite_pair", "guard_rows", "headline_groups", "headline_judge", "judge_notes", "margin_view", "provenance",
+    "runs_rows", "semantic_label",
 ]
 
 
@@ -76,21 +78,22 @@ def _signed(x: Any) -> str:
     return MISSING if v is None else f"{v:+.2f}"
 
 
-def margin_view(u: UtilityRow | None) -> dict[str, Any]:
+def margin_view(u: UtilityRow | None, guarded: bool = False) -> dict[str, Any]:
     """The refusal margin as cells: the variant's mean M (n), the paired change Δ [CI] against the reference,
-    p (Wilcoxon) and Holm-within-margins p, and how it was read (engine, prompts at the floor)."""
+    p (Wilcoxon) and Holm-within-margins p. A guarded variant's margin is its model's (a guard leaves the
+    logits alone), so it is labelled "model, unguarded"."""
     if u is None or finite(u.refusal_margin) is None:
         return {"margin": MISSING, "diff": MISSING, "p": MISSING, "p_holm": MISSING, "note": "", "text": MISSING,
                 "has_diff": False}
-    meta = dict(u.margin_meta or {})
     lo, hi = finite_pair(u.margin_diff_ci)
     diff = MISSING if finite(u.margin_diff) is None else _signed(u.margin_diff) + (
         "" if lo is None or hi is None else f" [{_signed(lo)}, {_signed(hi)}]")
-    note = ", ".join(x for x in (
-        "model, unguarded" if "unguarded" in str(meta.get("engine", "")) else "",
-        f"{meta['floored']} at the 1e-12 floor" if meta.get("floored") else "") if x)
-    view = {"margin": f"{finite(u.refusal_margin):.2f} (n={u.refusal_margin_n})", "diff": diff,
-            "p": pval(u.margin_p), "p_holm": pval(u.margin_p_holm), "note": note, "has_diff": diff != MISSING}
+    if finite(u.margin_diff) == 0 and lo == hi == 0:  # every prompt's margin equal (a guard over its own model)
+        diff = "±0 (no prompt differs)"
+    note = "model, unguarded" if guarded else ""
+    view: dict[str, Any] = {"margin": f"{finite(u.refusal_margin):.2f} (n={u.refusal_margin_n})", "diff": diff,
+                            "p": pval(u.margin_p), "p_holm": pval(u.margin_p_holm), "note": note,
+                            "has_diff": diff != MISSING}
     text = view["margin"] + (f"; Δ {diff}, p {view['p']} (Holm {view['p_holm']})" if view["has_diff"] else "")
     return {**view, "text": text + (f" ({note})" if note else "")}
 
@@ -110,15 +113,19 @@ def headline_groups(E: ExperimentView) -> list[dict[str, Any]]:
             "util": _with_n(u.benign_task_acc, u.benign_task_n) if u else MISSING,
             "over": _with_n(u.over_refusal, u.over_refusal_n) if u else MISSING,
             "ppl": num(u.ppl if u else None), "kl": num(u.kl_to_reference if u else None),
-            "margin": margin_view(u),
+            "margin": margin_view(u, bool(v and v.wrappers)),
             "size": human_bytes(v.size_bytes if v else None), "bits": num(v.bits_per_weight if v else None),
             "rows": [],
         }
         for a in E.asr_rows_of(name):
+            if _beside(E, name, a):
+                continue  # the second judge's reading is in the headline judge's row
             c = E.comparison_at(name, *a.cell)
-            g["rows"].append({"eval": E.eval_label(a), "asr": asr_text(a), "n": a.n, **diff_view(c)})
+            g["rows"].append({"eval": E.eval_label(a), "asr": asr_text(a), "n": a.n, **diff_view(c),
+                              **_second_cells(E, name, a)})
         if not g["rows"]:
-            g["rows"].append({"eval": MISSING, "asr": MISSING, "n": None, **diff_view(None)})
+            g["rows"].append({"eval": MISSING, "asr": MISSING, "n": None, **diff_view(None),
+                              **_second_cells(E, name, None)})
         groups.append(g)
     return groups
 
@@ -153,8 +160,8 @@ def expectation_rows(E: ExperimentView) -> list[dict[str, Any]]:
 
 
 def agreement_rows(E: ExperimentView) -> list[dict[str, Any]]:
-    return [{"a": r.judge_a, "b": r.judge_b, "n": r.n, "agreement": pct(r.agreement), "kappa": num(r.kappa, 2)}
-            for r in E.agreement]
+    return [{"a": r.judge_a, "b": r.judge_b, "n": r.n, "agreement": pct(r.agreement), "kappa": num(r.kappa, 2),
+             "semantic": _pair_semantic(E, r.judge_a, r.judge_b)} for r in E.agreement]
 
 
 def guard_rows(E: ExperimentView) -> list[dict[str, Any]]:
@@ -223,3 +230,93 @@ def provenance(E: ExperimentView, records: Sequence[Record]) -> dict[str, Any] |
         "seed": seed, "libraries": {k: str(v) for k, v in libs.items()}, "run": run,
         "config": pretty_json(config) if config else None, "other": pretty_json(other) if other else None,
     }
+
+
+# ------------------------------------------------------------------------------------- judges' readings
+
+
+def semantic_label(E: ExperimentView, judge: str) -> str:
+    """What a judge measures, in words: its semantic, or why it is not known."""
+    if not E.semantics_recorded:
+        return "semantic not recorded"
+    return E.semantics.get(judge) or "no semantic declared"
+
+
+def _pair_semantic(E: ExperimentView, a: str, b: str) -> str:
+    sa, sb = semantic_label(E, a), semantic_label(E, b)
+    return sa if sa == sb else f"{sa} vs {sb}: different measures"
+
+
+def headline_judge(E: ExperimentView) -> dict[str, Any] | None:
+    """The headline judge and the one shown beside it, in words (None for a run without ASR rows)."""
+    head = E.headline_judge()
+    if head is None or not E.asr:
+        return None
+    sem = E.semantics.get(head)
+    what = f"{sem}: {MEANING.get(sem, sem)}" if sem else semantic_label(E, head)
+    second = E.second_judge()
+    out: dict[str, Any] = {"name": head, "semantic": semantic_label(E, head),
+                           "text": f"Headline judge: {head} ({what})", "second": None}
+    if second is not None:
+        same = sem is not None and E.semantics.get(second) == sem
+        label = semantic_label(E, second) + ("" if same else ", a different measure, never combined with the headline")
+        out["second"] = {"name": second, "semantic": semantic_label(E, second), "same": same,
+                         "text": f"Beside it: {second} ({label})"}
+    return out
+
+
+def _beside(E: ExperimentView, name: str, a: AsrRow) -> bool:
+    """An ASR row of the second judge that the headline judge's row of the same dataset × attack shows."""
+    second, head = E.second_judge(), E.headline_judge()
+    return (second is not None and head is not None and a.judge == second
+            and E.asr_at(name, a.dataset, a.attack, head) is not None)
+
+
+def _second_cells(E: ExperimentView, name: str, a: AsrRow | None) -> dict[str, str]:
+    """The second judge's ASR and change on a headline-judge row (empty cells on any other row)."""
+    second = E.second_judge()
+    if a is None or second is None or a.judge != E.headline_judge():
+        return {"asr2": "", "diff2": "", "cls2": "", "p2": ""}
+    b = E.asr_at(name, a.dataset, a.attack, second)
+    d = diff_view(E.comparison_at(name, a.dataset, a.attack, second))
+    return {"asr2": asr_text(b) if b else MISSING, "diff2": d["diff"], "cls2": d["cls"],
+            "p2": "" if d["p_holm"] == MISSING else d["p_holm"]}
+
+
+_KIND = {"direction": "direction", "significance": "significance", "both": "direction and significance"}
+
+
+def disagreement_rows(E: ExperimentView) -> list[dict[str, Any]]:
+    """Every comparison two judges of one semantic read differently (direction or Holm significance)."""
+    return [{"variant": d.variant, "reference": d.reference, "eval": f"{d.dataset} · {d.attack}",
+             "semantic": semantic_label(E, d.judge_a), "kind": _KIND[d.kind], "a": d.judge_a, "b": d.judge_b,
+             "diff_a": pp(d.diff_a), "diff_b": pp(d.diff_b), "p_a": pval(d.p_a), "p_b": pval(d.p_b)}
+            for d in E.disagreements]
+
+
+def judge_notes(E: ExperimentView) -> dict[str, Any] | None:
+    """What the disagreement section can and cannot say: which judges were compared, which measure different
+    things (never compared), or that an older run did not record semantics. None for a run without ASR rows."""
+    if not E.asr:
+        return None
+    judges = E.judges()
+    by_sem: dict[str, list[str]] = {}
+    for j in judges:
+        by_sem.setdefault(semantic_label(E, j), []).append(j)
+    comparable = any(len(js) > 1 for s, js in by_sem.items() if s in MEANING)
+    groups = [f"{s}: {', '.join(js)}" for s, js in by_sem.items()]
+    if not E.semantics_recorded:
+        status = ("This experiment.json was written before judges recorded their semantic: disagreements between "
+                  "judges of one semantic were not computed.")
+    elif len(judges) < 2:
+        status = f"Only one judge ({judges[0]}) was used: there is no second reading to compare."
+    elif E.disagreements:
+        status = ""
+    elif comparable:
+        status = ("None: no comparison changes direction or significance (Holm p < 0.05) between judges of the "
+                  "same semantic.")
+    else:
+        status = "No two judges share a semantic, so no comparison has a second reading of the same kind."
+    apart = len(by_sem) > 1 and E.semantics_recorded
+    return {"status": status, "groups": groups if apart else [], "count": len(E.disagreements)}
+

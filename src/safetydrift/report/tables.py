@@ -31,7 +31,7 @@ __all__ = ["TABLES", "Table", "write_csv", "write_tables"]
 # the refusal margin (analysis/margin.py) and its paired change against the reference; p Holm is within margins
 MARGIN_COLS = ["refusal_margin", "refusal_margin_n", "margin_diff", "margin_diff_ci_low", "margin_diff_ci_high",
                "margin_p", "margin_p_holm"]
-MARGIN_META_COLS = ["margin_test", "margin_engine", "margin_floored", "margin_pairs"]  # utility.csv only
+MARGIN_META_COLS = ["margin_meta"]  # utility.csv only: engine, test, pairs, prompts at the floor (JSON)
 HEADLINE_COLS = [
     "variant", "recipe", "reference", "dataset", "attack", "judge", "n", "asr", "ci_low", "ci_high", "diff",
     "diff_ci_low", "diff_ci_high", "p_exact", "p_holm", "rrr", "rrr_ci_low", "rrr_ci_high", "benign_task_acc",
@@ -52,7 +52,7 @@ CAT_COLS = [
     "variant", "dataset", "attack", "judge", "category", "n", "successes", "unscorable", "asr", "ci_low", "ci_high",
     "reference", "asr_reference", "diff",
 ]
-AGREE_COLS = ["judge_a", "judge_b", "n", "agreement", "kappa"]
+AGREE_COLS = ["judge_a", "judge_b", "n", "agreement", "kappa", "semantic_a", "semantic_b"]
 EXPECT_COLS = ["variant", "reference", "expected", "claim", "source", "dataset", "attack", "judge", "alpha",
                "asr_reference", "asr_variant", "diff", "p_holm", "verdict", "why", "task_acc_reference", "task_acc",
                "utility_loss", "utility_verdict", "over_refusal_reference", "over_refusal", "kl_to_reference"]
@@ -62,6 +62,8 @@ VARIANT_COLS = [
     "build_seconds", "manifest",
 ]
 FLIP_COLS = ["variant", "reference", "dataset", "attack", "diffs"]
+DISAGREE_COLS = ["variant", "reference", "dataset", "attack", "semantic", "judge_a", "judge_b", "diff_a", "diff_b",
+                 "p_a", "p_b", "kind"]
 RUNS_COLS = ["variant", "eval", "n_runs", "per_run", "mean", "sd", "min", "max", "ci", "pooled"]
 
 CsvRow = Mapping[str, Any]
@@ -105,12 +107,10 @@ def _margin_cells(u: UtilityRow | None) -> dict[str, Any]:
     """The margin columns of a variant's utility row (all empty where no margin was measured)."""
     if u is None or u.refusal_margin is None:
         return dict.fromkeys(MARGIN_COLS + MARGIN_META_COLS)
-    meta = u.margin_meta or {}
     lo, hi = finite_pair(u.margin_diff_ci)
     return {"refusal_margin": u.refusal_margin, "refusal_margin_n": u.refusal_margin_n, "margin_diff": u.margin_diff,
             "margin_diff_ci_low": lo, "margin_diff_ci_high": hi, "margin_p": u.margin_p,
-            "margin_p_holm": u.margin_p_holm, "margin_test": meta.get("test"), "margin_engine": meta.get("engine"),
-            "margin_floored": meta.get("floored"), "margin_pairs": meta.get("pairs")}
+            "margin_p_holm": u.margin_p_holm, "margin_meta": u.margin_meta}
 
 
 def utility_rows(E: ExperimentView, runs: list[dict[str, Any]]) -> list[CsvRow]:
@@ -201,6 +201,17 @@ def variant_rows(E: ExperimentView, runs: list[dict[str, Any]]) -> list[CsvRow]:
     return [{**v.to_json(), "manifest": v.manifest or None} for v in E.variants]
 
 
+def agreement_rows(E: ExperimentView, runs: list[dict[str, Any]]) -> list[CsvRow]:
+    """Each pair's agreement with both judges' semantics (empty where not recorded or not declared)."""
+    return [{**r.to_json(), "semantic_a": E.semantics.get(r.judge_a), "semantic_b": E.semantics.get(r.judge_b)}
+            for r in E.agreement]
+
+
+def disagreement_rows(E: ExperimentView, runs: list[dict[str, Any]]) -> list[CsvRow]:
+    """Comparisons two judges of one semantic read differently (``p_a``/``p_b`` are Holm-adjusted)."""
+    return [{**d.to_json(), "semantic": E.semantics.get(d.judge_a)} for d in E.disagreements]
+
+
 def flip_rows(E: ExperimentView, runs: list[dict[str, Any]]) -> list[CsvRow]:
     return [{"variant": f.variant, "reference": f.reference, "dataset": f.dataset, "attack": f.attack,
              "diffs": f.diffs} for f in E.flips]
@@ -224,7 +235,8 @@ TABLES: tuple[Table, ...] = (
     Table("comparisons", COMP_COLS, comparison_rows),
     Table("utility", UTIL_COLS, utility_rows),
     Table("by_category", CAT_COLS, category_rows),
-    Table("judge_agreement", AGREE_COLS, lambda E, runs: [r.to_json() for r in E.agreement]),
+    Table("judge_agreement", AGREE_COLS, agreement_rows),
+    Table("judge_disagreements", DISAGREE_COLS, disagreement_rows),
     Table("guards", GUARD_COLS, guard_rows),
     Table("runs", RUNS_COLS, lambda E, runs: runs),
     Table("variants", VARIANT_COLS, variant_rows),

@@ -1,5 +1,5 @@
-"""Paired analysis of judged records: variant-vs-reference tests as one Holm family, direction flips
-across judges, and agreement between judges.
+"""Paired analysis of judged records: variant-vs-reference tests as one Holm family, where judges of one
+semantic disagree on them, and agreement between judges.
 
 Both sides of a comparison are judged on the same (item, unit)s, so the test is paired: McNemar's exact
 test, or the exact cluster sign-flip test where an item has several units (``core.compare_paired``).
@@ -9,11 +9,11 @@ Every test of a run is Holm-corrected together, including the extra tests expect
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from safetydrift.records import Comparison, DirectionFlip, JudgeAgreement, Record
+from safetydrift.records import Comparison, DirectionFlip, JudgeAgreement, JudgeDisagreement, Record
 from safetydrift.stats.core import cohen_kappa, compare_paired, holm
 
 Cell = tuple[str, str, str]  # (dataset, attack, judge) as the records name them
@@ -91,10 +91,53 @@ def judge_agreement(records: Iterable[Record], judges: Sequence[str]) -> list[Ju
 
 
 def direction_flips(comps: Iterable[Comparison]) -> list[DirectionFlip]:
-    """Variants whose ASR change has opposite signs under two judges: the judge, not the model, decides."""
+    """Variants whose ASR change has opposite signs under two judges, whatever they measure.
+
+    Kept for reading and re-analysing older runs; a run now records :func:`judge_disagreements`, which pairs
+    only judges of one semantic (a refusal judge and a harm judge answer different questions)."""
     groups: dict[tuple[str, str, str, str], dict[str, float]] = defaultdict(dict)
     for c in comps:
         groups[(c.variant, c.reference, c.dataset, c.attack)][c.judge] = c.diff
     return [DirectionFlip(variant=v, reference=ref, dataset=ds, attack=atk, diffs=diffs)
             for (v, ref, ds, atk), diffs in groups.items()
             if any(d > 0 for d in diffs.values()) and any(d < 0 for d in diffs.values())]
+
+
+def _significant(p: float | None, alpha: float) -> bool | None:
+    """Holm p below α; None where the test was not Holm-adjusted (then significance is not compared)."""
+    return None if p is None else p < alpha
+
+
+def judge_disagreements(comps: Iterable[Comparison], semantics: Mapping[str, str],
+                        alpha: float = 0.05) -> list[JudgeDisagreement]:
+    """Comparisons whose reading depends on which judge of one semantic is asked.
+
+    For each (variant, reference, dataset, attack) and each pair of judges with the same ``semantics``
+    (judge name → semantic), a disagreement is "direction" when one judge sees the ASR go up and the other
+    down (a zero change is neither), "significance" when exactly one judge's Holm-adjusted p is below
+    ``alpha``, or "both". Judges of different semantics, or with none declared, are never paired: they
+    measure different things, so differing is not disagreeing. Pairs follow the order of ``semantics``
+    (the experiment's judge order), then the order the comparisons name their judges.
+    """
+    groups: dict[tuple[str, str, str, str], dict[str, Comparison]] = defaultdict(dict)
+    for c in comps:
+        groups[(c.variant, c.reference, c.dataset, c.attack)].setdefault(c.judge, c)
+    order = {j: i for i, j in enumerate(semantics)}
+    out: list[JudgeDisagreement] = []
+    for (variant, reference, dataset, attack), by_judge in groups.items():
+        judges = sorted(by_judge, key=lambda j: order.get(j, len(order)))  # stable: unknown judges keep their order
+        for i, ja in enumerate(judges):
+            for jb in judges[i + 1:]:
+                if ja not in semantics or semantics[ja] != semantics.get(jb):
+                    continue
+                a, b = by_judge[ja], by_judge[jb]
+                direction = (a.diff > 0 and b.diff < 0) or (a.diff < 0 and b.diff > 0)
+                sig_a, sig_b = _significant(a.p_holm, alpha), _significant(b.p_holm, alpha)
+                significance = sig_a is not None and sig_b is not None and sig_a != sig_b
+                if not (direction or significance):
+                    continue
+                out.append(JudgeDisagreement(
+                    variant=variant, reference=reference, dataset=dataset, attack=attack, judge_a=ja, judge_b=jb,
+                    diff_a=a.diff, diff_b=b.diff, p_a=a.p_holm, p_b=b.p_holm,
+                    kind="both" if direction and significance else ("direction" if direction else "significance")))
+    return out
