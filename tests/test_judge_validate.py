@@ -157,3 +157,25 @@ def test_two_judges_side_by_side_with_categories(tmp_path, capsys):
     assert set(cats) == {"crime", "benign", "hate"} and cats["crime"]["n"] == 2
     assert main(["--quiet", "--cache", str(tmp_path / "c"), "judge", "validate", "--judge", "keyword",
                  "--labels", str(path), "--category-column", "nope"]) == 2
+
+
+def test_labelled_sets_are_disjoint_and_well_formed():
+    """The judges' train and held-out sets share no request and no framing, both semantics are labelled
+    from two passes, and the held-out set has what a validation needs (≥ 300 rows, ≥ 100 positives, ≥ 4
+    generators)."""
+    from pathlib import Path
+
+    import safetydrift
+
+    data = Path(safetydrift.__file__).parent / "judges" / "data"
+    train = list(csv.DictReader((data / "judge_train.csv").open()))
+    held = list(csv.DictReader((data / "judge_heldout.csv").open()))
+    assert not {r["request"] for r in train} & {r["request"] for r in held}
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in held}
+    for r in train + held:
+        assert r["refusal"] in ("0", "1") and r["harm"] in ("0", "1")
+        assert r["harm"] == "0" or r["refusal"] == "1"
+        agreed = r["refusal_a"] == r["refusal_b"] and r["harm_a"] == r["harm_b"]
+        assert agreed or r["resolved"], r["id"]  # a disagreement is never silently settled
+    assert len(held) >= 300 and sum(r["refusal"] == "1" for r in held) >= 100
+    assert len({r["generator"] for r in held}) >= 4

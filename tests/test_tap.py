@@ -11,8 +11,8 @@ import pytest
 from safetydrift import registry
 from safetydrift.attacks import tap_prompts
 from safetydrift.attacks.tap import PairAttack, PairParams, TapAttack, TapParams
-from safetydrift.attacks.tap_prompts import extract_attack
 from safetydrift.attacks.tap_lockstep import conversation_seed
+from safetydrift.attacks.tap_prompts import extract_attack
 from safetydrift.attacks.tap_tree import TapConfig, tap_search
 from safetydrift.context import Context
 from safetydrift.errors import DataError, SpecError

@@ -427,8 +427,11 @@ def test_plan_for_a_known_config(tmp_path):
                              "attacker_tokens=120,target_tokens=48")
     timed: list[tuple[str, str, int, int]] = []
 
+    batches: dict[str, list[Conversation]] = {}
+
     def timer(role, recipe, backend, convs, gen):
         timed.append((role, recipe, len(convs), gen.max_new_tokens))
+        batches[role] = convs
         return {"attacker": 2.0, "evaluator": 0.5, "target": 1.0}[role]
 
     direct = EvalRequest(models=models, dataset="advbench50", attack="direct")
@@ -441,6 +444,10 @@ def test_plan_for_a_known_config(tmp_path):
     # roles timed at their token caps, on a batch of at most 8; the target on each variant's base model
     assert ("attacker", "a1", 8, 120) in timed and ("evaluator", "e1", 8, 10) in timed
     assert sorted(r for role, r, _, _ in timed if role == "target") == ["m1", "m3", "m4", "m5"]
+    # timed on a batch shaped like the first level's: item 1's 3 runs × 2 branches, then item 2's
+    systems = [c[0]["content"] for c in batches["attacker"]]
+    assert len(set(systems[:6])) == 1 and len(set(systems[6:])) == 1 and systems[0] != systems[6]
+    assert len({c[-1]["content"] for c in batches["target"]}) == 8  # distinct prompts reach the target
     text = format_plan([pl], "kumar")
     assert "trees: 2 items × 3 runs × 5 variants = 30" in text
     assert "estimated wall time: 10m30s expected, 28m30s at most" in text
@@ -555,3 +562,25 @@ def test_status_lines_say_trees_done_jailbroken_remaining(tmp_path, lockstep_on)
     else:
         assert len(lines) == 3 and "tree 1: 1/3 trees finished (1 jailbroken), 2 remaining" in lines[0]
     assert "3/3 trees finished (1 jailbroken), 0 remaining" in lines[-1] and "ETA" not in lines[-1]
+
+
+def test_calibrator_separates_prompt_time_from_decoding_steps(tmp_path, monkeypatch):
+    from safetydrift.attacks import plan as plan_mod
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(plan_mod.time, "perf_counter", lambda: clock["t"])
+
+    class Timed(SeededFake):
+        """Costs 1 ms per prompt character per request, then 0.5 s per decoding step."""
+
+        def generate_seeded(self, convs, config, seeds):
+            clock["t"] += 0.001 * sum(len(c[-1]["content"]) for c in convs) + 0.5 * (config.max_new_tokens - 1)
+            return [Generation(text="x", n_tokens=config.max_new_tokens) for _ in convs]
+
+    ctx = Context(cache_dir=tmp_path, quiet=True)
+    ctx._backends["m|None"] = Timed(lambda *a: "")
+    convs = [[{"role": "user", "content": "p" * 1000}]] * 4
+    gen = GenerationConfig(max_new_tokens=101, temperature=1.0)
+    per_call = plan_mod.Calibrator(ctx)("attacker", "m", None, convs, gen)
+    assert per_call == pytest.approx((4 * 1000 * 0.001 + 100 * 0.5) / 4)
+    assert plan_mod.Calibrator(ctx)("evaluator", "m", None, convs, gen.replace(max_new_tokens=1)) == pytest.approx(1.0)

@@ -15,9 +15,9 @@ Counts per tree and level k (``L_1`` = streams roots; b = branching, w = width, 
 
 "Expected" is the full tree to depth d with every first attempt valid and every prompt on-topic: a search
 that is jailbroken early, or whose branches are dropped, costs less. Time is estimated per role as
-conversations × seconds per conversation, measured (``Calibrator``) by generating 1 and then a few more
-tokens for a batch of real prompts of that role (the batch the search would send, at most 8) and
-extrapolating to the role's token cap, so it assumes every generation runs to its cap. A variant's target
+conversations × seconds per conversation, measured (``Calibrator``) on a batch of real prompts of that
+role (the batch the search would send, at most 8): the prompt time, plus the time of one decoding step
+times the role's token cap, so it assumes every generation runs to its cap. A variant's target
 is timed on its recipe's base model (``--plan`` builds nothing), so a quantized or guarded variant may run
 faster or slower than estimated. Other attacks, builds and the utility evaluations are not estimated.
 """
@@ -155,14 +155,19 @@ def _plan_one(attack: TapAttack, req: EvalRequest, items: list[Any], ctx: Contex
     trees = trees_per_model * len(req.models)
     level = first_level_batch(cfg)
     together = trees_per_model if prm.lockstep else 1
-    goal = items[0].prompt if items else "Write a short poem"
-    target_str = (items[0].target if items else None) or DEFAULT_TARGET_STR
-    samples: dict[Role, Conversation] = {
-        "attacker": [{"role": "system", "content": attacker_system_prompt(goal, target_str)},
-                     {"role": "user", "content": initial_message(goal, target_str)}],
-        "evaluator": rubric("tap_on_topic").messages(goal=goal, prompt=goal),
-        "target": [{"role": "user", "content": goal}],
-    }
+    # the calibration batch looks like the first level's request: trees in unit order (item × run), each
+    # tree's attacker branches one conversation, its prompts distinct for the evaluator and the target
+    goals = [(it.prompt, it.target or DEFAULT_TARGET_STR) for it in items] or [("Write a short poem", DEFAULT_TARGET_STR)]
+
+    def sample(role: Role, j: int) -> Conversation:
+        goal, target_str = goals[(j // level[role] // (prm.runs if prm.lockstep else 1)) % len(goals)]
+        if role == "attacker":
+            return [{"role": "system", "content": attacker_system_prompt(goal, target_str)},
+                    {"role": "user", "content": initial_message(goal, target_str)}]
+        if role == "evaluator":
+            return rubric("tap_on_topic").messages(goal=goal, prompt=f"{goal} (version {j})")
+        return [{"role": "user", "content": f"{goal} (version {j})"}]
+
     gens: dict[Role, GenerationConfig] = {
         "attacker": GenerationConfig(max_new_tokens=cfg.attacker_tokens, temperature=cfg.attacker_temperature,
                                      top_p=cfg.attacker_top_p, seed=req.gen.seed),
@@ -181,7 +186,7 @@ def _plan_one(attack: TapAttack, req: EvalRequest, items: list[Any], ctx: Contex
         rp = RolePlan(role, models, gens[role].max_new_tokens, per_tree[role] * trees, batch)
         if timer is not None:
             bases = list(dict.fromkeys(str(parse_recipe(m).model) for m in models))
-            convs = [samples[role]] * max(1, min(batch, CAL_BATCH))
+            convs = [sample(role, j) for j in range(max(1, min(batch, CAL_BATCH)))]
             rp.seconds_per_call = sum(timer(role, b, backend, convs, gens[role]) for b in bases) / len(bases)
             rp.timed_on = bases
         roles.append(rp)
@@ -190,9 +195,11 @@ def _plan_one(attack: TapAttack, req: EvalRequest, items: list[Any], ctx: Contex
 
 
 class Calibrator:
-    """A ``RoleTimer`` on the real models: one warm-up, a 1-token call and a (1 + CAL_TOKENS)-token call
-    on the same batch give the prompt time and the time of one decoding step; seconds per conversation =
-    (prompt + (cap − 1) · step) / batch. Results are cached per (model, backend, settings, batch)."""
+    """A ``RoleTimer`` on the real models. After a warm-up, a 1-token call on a batch of the role's real
+    prompts gives the prompt time; a 1-token and a (1 + CAL_TOKENS)-token call on a batch of short prompts
+    give the time of one decoding step (on a short prompt, so that the difference is not lost in the noise
+    of a long prefill). Seconds per conversation = (prompt + (cap − 1) · step) / batch. Results are cached
+    per (model, backend, settings, batch)."""
 
     def __init__(self, ctx: Context, log: Callable[[str], None] | None = None) -> None:
         self.ctx, self.log = ctx, log or ctx.log
@@ -207,19 +214,21 @@ class Calibrator:
             return self._memo[key]
         backend = self.ctx.backend(recipe, backend_spec)
         seeds = [conversation_seed(gen.seed, k) for k in range(len(convs))]
+        short: list[Conversation] = [[{"role": "user", "content": "Tell me a long story about a cat."}]] * len(convs)
 
-        def timed(tokens: int, n: int) -> tuple[float, int]:
+        def timed(batch: list[Conversation], tokens: int) -> tuple[float, int]:
             t0 = time.perf_counter()
-            out = run_call(backend, convs[:n], gen.replace(max_new_tokens=tokens), seeds[:n])
+            out = run_call(backend, batch, gen.replace(max_new_tokens=tokens), seeds[: len(batch)])
             return time.perf_counter() - t0, max((g.n_tokens for g in out if g.ok), default=0)
 
-        timed(1, 1)  # warm-up: lazy initialisation is not part of the per-call cost
-        prompt_s, _ = timed(1, len(convs))
+        timed(convs[:1], 1)  # warm-up: lazy initialisation is not part of the per-call cost
+        prompt_s, _ = timed(convs, 1)
         extra = min(CAL_TOKENS, max(gen.max_new_tokens - 1, 0))
         step_s = 0.0
         if extra:
-            total_s, produced = timed(1 + extra, len(convs))
-            step_s = max(total_s - prompt_s, 0.0) / max(produced - 1, 1)
+            one_s, _ = timed(short, 1)
+            more_s, produced = timed(short, 1 + extra)
+            step_s = max(more_s - one_s, 0.0) / max(produced - 1, 1)
         per_call = (prompt_s + (gen.max_new_tokens - 1) * step_s) / len(convs)
         self.log(f"plan: {role} {recipe}: {per_call:.2f} s per conversation at batch {len(convs)} "
                  f"(prompt {prompt_s:.2f} s, {step_s * 1000:.0f} ms per step)")

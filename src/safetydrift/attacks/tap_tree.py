@@ -361,15 +361,6 @@ class TapSearch:
         return gens
 
 
-def tap_search(
-    goal: str,
-    target_str: str,
-    attacker: Backend,
-    evaluator: Backend,
-    target: Backend,
-    cfg: TapConfig,
-    target_gen: GenerationConfig,
-    seed: int,
-) -> SearchResult:
-    """Run TAP (or PAIR, by ``cfg``) for one goal and return the whole tree."""
-    return TapSearch(goal, target_str, attacker, evaluator, target, cfg, target_gen, seed).run()
+def tap_search(*args: Any, **kwargs: Any) -> SearchResult:
+    """Run TAP (or PAIR, by ``cfg``) for one goal and return the whole tree (``TapSearch``'s arguments)."""
+    return TapSearch(*args, **kwargs).run()

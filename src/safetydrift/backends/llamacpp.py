@@ -19,21 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from safetydrift.backends.base import LocalBackend
 from safetydrift.errors import UnsupportedError
 from safetydrift.params import Params, from_spec, p, with_params
 from safetydrift.registry import backends
 from safetydrift.spec import ComponentSpec
-from safetydrift.types import (
-    Conversation,
-    Generation,
-    GenerationConfig,
-    PromptFit,
-    ResolvedModel,
-    with_system_prompt,
-)
+from safetydrift.types import Conversation, Generation, GenerationConfig, ResolvedModel, with_system_prompt
 
 if TYPE_CHECKING:
     from safetydrift.context import Context
+    from safetydrift.types import PromptFit  # annotations only
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +38,7 @@ class LlamaCppParams(Params):
     batch: int = field(default=16, metadata=p("conversations decoded together as parallel sequences", ge=1))
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(LocalBackend):
     name = "llamacpp"
     Params = LlamaCppParams
 
@@ -74,25 +69,6 @@ class LlamaCppBackend:
 
         texts = [self.llm.render(with_system_prompt(c, config.system_prompt)) for c in conversations]
         return fit_prompts(texts, lambda ts: [len(self.llm.tokenize(t)) for t in ts], self.n_ctx, reserve)
-
-    def generate(self, conversations: list[Conversation], config: GenerationConfig) -> list[Generation]:
-        return self._generate(conversations, config, None)
-
-    def generate_seeded(self, conversations: list[Conversation], config: GenerationConfig,
-                        seeds: list[int]) -> list[Generation]:
-        """Conversation i sampled from ``seeds[i]`` alone, whatever else shares its batch."""
-        if len(seeds) != len(conversations):
-            raise ValueError(f"{len(seeds)} seeds for {len(conversations)} conversations")
-        return self._generate(conversations, config, list(seeds))
-
-    def _generate(self, conversations: list[Conversation], config: GenerationConfig,
-                  seeds: list[int] | None) -> list[Generation]:
-        from safetydrift.backends.context_window import fit_or_errors, generate_fitting
-
-        fits = fit_or_errors(lambda convs: self.fit(convs, config), conversations) if conversations else None
-        if seeds is not None and fits is not None:
-            seeds = [s for s, f in zip(seeds, fits, strict=True) if f.ok]  # the conversations generated
-        return generate_fitting(conversations, fits, lambda convs: self._generate_all(convs, config, seeds))
 
     def _generate_all(self, conversations: list[Conversation], config: GenerationConfig,
                       seeds: list[int] | None = None) -> list[Generation]:

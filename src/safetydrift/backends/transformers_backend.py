@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from safetydrift.backends.base import LocalBackend
 from safetydrift.errors import ModelLoadError, UnsupportedError
 from safetydrift.params import Params, from_spec, p, with_params
 from safetydrift.registry import backends
@@ -79,9 +80,11 @@ class TransformersParams(Params):
     threads: int | None = field(default=None, metadata=p("torch CPU threads (default: torch's)", ge=1))
 
 
-class TransformersBackend:
+class TransformersBackend(LocalBackend):
     name = "transformers"
     Params = TransformersParams
+
+    seeds_only_when_sampling = True  # greedy rows need no generator
 
     def __init__(self, model: ResolvedModel, spec: ComponentSpec, ctx: Context) -> None:
         self.params = from_spec(TransformersParams, spec)
@@ -115,27 +118,6 @@ class TransformersBackend:
 
     def _count(self, texts: list[str]) -> list[int]:
         return [len(ids) for ids in self.tok(texts, add_special_tokens=False)["input_ids"]]
-
-    def generate(self, conversations: list[Conversation], config: GenerationConfig) -> list[Generation]:
-        return self._generate(conversations, config, None)
-
-    def generate_seeded(self, conversations: list[Conversation], config: GenerationConfig,
-                        seeds: list[int]) -> list[Generation]:
-        """Conversation i sampled from ``seeds[i]`` alone (a generator per row), whatever shares its batch."""
-        if len(seeds) != len(conversations):
-            raise ValueError(f"{len(seeds)} seeds for {len(conversations)} conversations")
-        return self._generate(conversations, config, list(seeds) if config.temperature > 0 else None)
-
-    def _generate(self, conversations: list[Conversation], config: GenerationConfig,
-                  seeds: list[int] | None) -> list[Generation]:
-        from safetydrift.backends.context_window import fit_or_errors, generate_fitting
-
-        fits = None
-        if self.context_length is not None and conversations:
-            fits = fit_or_errors(lambda convs: self.fit(convs, config), conversations)
-        if seeds is not None and fits is not None:
-            seeds = [s for s, f in zip(seeds, fits, strict=True) if f.ok]  # the conversations generated
-        return generate_fitting(conversations, fits, lambda convs: self._generate_all(convs, config, seeds))
 
     def _generate_all(self, conversations: list[Conversation], config: GenerationConfig,
                       seeds: list[int] | None = None) -> list[Generation]:

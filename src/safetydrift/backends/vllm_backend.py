@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from safetydrift.backends.base import LocalBackend
 from safetydrift.context import Context
 from safetydrift.errors import UnsupportedError
 from safetydrift.params import Params, from_spec, p, with_params
 from safetydrift.registry import backends
 from safetydrift.spec import ComponentSpec
-from safetydrift.types import (
-    Conversation,
-    Generation,
-    GenerationConfig,
-    PromptFit,
-    ResolvedModel,
-    with_system_prompt,
-)
+from safetydrift.types import Conversation, Generation, GenerationConfig, ResolvedModel, with_system_prompt
+
+if TYPE_CHECKING:
+    from safetydrift.types import PromptFit  # annotations only
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,7 +25,7 @@ class VLLMParams(Params):
     tensor_parallel: int = field(default=1, metadata=p("GPUs to shard the model over", ge=1))
 
 
-class VLLMBackend:
+class VLLMBackend(LocalBackend):
     name = "vllm"
     Params = VLLMParams
 
@@ -66,28 +63,6 @@ class VLLMBackend:
             return [len(ids) for ids in tok(ts, add_special_tokens=False)["input_ids"]]
 
         return fit_prompts(texts, count, self.context_length, reserve)
-
-    def generate(self, conversations: list[Conversation], config: GenerationConfig) -> list[Generation]:
-        """Prompts that cannot fit ``max_model_len`` are per-sample errors (vLLM rejects the whole call)."""
-        return self._generate(conversations, config, None)
-
-    def generate_seeded(self, conversations: list[Conversation], config: GenerationConfig,
-                        seeds: list[int]) -> list[Generation]:
-        """Conversation i sampled from ``seeds[i]`` (vLLM seeds each request on its own)."""
-        if len(seeds) != len(conversations):
-            raise ValueError(f"{len(seeds)} seeds for {len(conversations)} conversations")
-        return self._generate(conversations, config, list(seeds))
-
-    def _generate(self, conversations: list[Conversation], config: GenerationConfig,
-                  seeds: list[int] | None) -> list[Generation]:
-        from safetydrift.backends.context_window import fit_or_errors, generate_fitting
-
-        fits = None
-        if self.context_length is not None and conversations:
-            fits = fit_or_errors(lambda convs: self.fit(convs, config), conversations)
-        if seeds is not None and fits is not None:
-            seeds = [s for s, f in zip(seeds, fits, strict=True) if f.ok]  # the conversations generated
-        return generate_fitting(conversations, fits, lambda convs: self._generate_all(convs, config, seeds))
 
     def _generate_all(self, conversations: list[Conversation], config: GenerationConfig,
                       seeds: list[int] | None = None) -> list[Generation]:

@@ -116,6 +116,7 @@ def _unique(values: list[str], flag: str, ctx: Any) -> list[str]:
 
 
 def _print_summary(summary: EvalSummary) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from safetydrift.report.format import pct, pct_range
@@ -128,5 +129,5 @@ def _print_summary(summary: EvalSummary) -> None:
         for s in rows:
             asr = pct(s.asr)
             ci = pct_range(s.ci_low, s.ci_high)
-            t.add_row(names[model], s.attack, s.judge, str(s.n), str(s.successes), str(s.unscorable), asr, ci)
+            t.add_row(escape(names[model]), escape(s.attack), escape(s.judge), str(s.n), str(s.successes), str(s.unscorable), asr, ci)
     print_table(t)

@@ -78,6 +78,7 @@ def _cell(m: Any, k: str) -> str:
 
 
 def _print(results: list[Any], labels: str) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from safetydrift.cli.common import print_table
@@ -90,18 +91,18 @@ def _print(results: list[Any], labels: str) -> None:
     for v in results:
         m = v.overall
         rate = "–" if v.per_second is None else f"{v.per_second:.1f}"
-        t.add_row(v.judge, str(m.scored), str(m.unscorable), *(_cell(m, k) for k in METRICS), rate)
+        t.add_row(escape(v.judge), str(m.scored), str(m.unscorable), *(_cell(m, k) for k in METRICS), rate)
     print_table(t)
     for v in results:
         m = v.overall
         print(f"{v.judge}: confusion  TP={m.tp}  FP={m.fp}  TN={m.tn}  FN={m.fn}   "
               f"(rows = label, columns = verdict: [[TN FP] [FN TP]] = [[{m.tn} {m.fp}] [{m.fn} {m.tp}]])")
         if v.by_category:
-            c = Table(title=f"{v.judge} by category")
+            c = Table(title=escape(f"{v.judge} by category"))
             for col in ("category", "n", "positives", "accuracy", "recall", "kappa"):
                 c.add_column(col, overflow="fold")
             for cat, cm in v.by_category.items():
-                c.add_row(cat, str(cm.n), str(cm.positives), _cell(cm, "accuracy"), _cell(cm, "recall"),
+                c.add_row(escape(cat), str(cm.n), str(cm.positives), _cell(cm, "accuracy"), _cell(cm, "recall"),
                           _cell(cm, "kappa"))
             print_table(c)
     sys.stdout.flush()

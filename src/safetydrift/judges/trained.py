@@ -402,11 +402,10 @@ def load_trained(directory: Path, ctx: Context) -> tuple[Card, PairModel]:
 # ------------------------------------------------------------------------------------------ judges
 @dataclass(frozen=True, kw_only=True)
 class TrainedParams(Params):
-    model: str = field(default="refusal", metadata=p("judge card: a folder of judges/data or a directory"))  # harm: "harm"
+    model: str = field(default="refusal", metadata=p("judge card: a folder of judges/data or a directory"))
     threshold: float | None = field(default=None, metadata=p("success iff p ≥ threshold (default: the card's)",
                                                              ge=0, le=1))
     batch: int = field(default=16, metadata=p("pairs per forward pass", ge=1))
-    device: str | None = field(default=None, metadata=p("torch device (default: the run's)"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -419,7 +418,7 @@ class TrainedJudge:
 
     semantic: ClassVar[str] = ""
     Params: ClassVar[type[TrainedParams]] = TrainedParams
-    _loaded: ClassVar[dict[tuple[str, str], tuple[Card, PairModel]]] = {}  # one model per card and device
+    _loaded: ClassVar[dict[tuple[str, str], PairModel]] = {}  # one model per card (directory, weights hash)
 
     def __init__(self, spec: ComponentSpec, ctx: Context) -> None:
         self.params = from_spec(self.Params, spec)
@@ -434,15 +433,13 @@ class TrainedJudge:
             ctx.log(f"[yellow]judge {self.name}: card {self.card.name!r} is a {self.card.status} card, "
                     "not validated for reporting[/yellow]")
         self.threshold = self.card.threshold if self.params.threshold is None else self.params.threshold
-        self.device = self.params.device or ctx.device
 
     def model(self) -> PairModel:
-        key = (str(self.directory.resolve()), self.device)
+        """Loaded on first use (a CPU model: these judges are small on purpose) and shared in the process."""
+        key = (str(self.directory.resolve()), self.card.weights_sha256)
         if key not in self._loaded:
-            card, model = load_trained(self.directory, self.ctx)
-            model.net.to(self.device)
-            self._loaded[key] = (card, model)
-        return self._loaded[key][1]
+            self._loaded[key] = load_trained(self.directory, self.ctx)[1]
+        return self._loaded[key]
 
     def predict_proba(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         if not pairs:

@@ -1,0 +1,48 @@
+"""The shared half of a local backend: context checks and per-conversation seeds, written once.
+
+A backend that generates on this machine (transformers, llama.cpp, vLLM) only says how to count a prompt
+(``fit``) and how to generate a list of conversations that fit (``_generate_all``); this base turns a
+prompt too long for the context into one per-sample error and keeps each conversation's seed attached to
+it, so a batch's composition never changes what one conversation samples.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from safetydrift.types import Conversation, Generation, GenerationConfig, PromptFit
+
+
+class LocalBackend:
+    context_length: int | None = None
+    #: pass seeds to ``_generate_all`` only when sampling (greedy decoding needs none)
+    seeds_only_when_sampling: ClassVar[bool] = False
+
+    def fit(self, conversations: list[Conversation], config: GenerationConfig, reserve: int = 1) -> list[PromptFit]:
+        raise NotImplementedError
+
+    def _generate_all(self, conversations: list[Conversation], config: GenerationConfig,
+                      seeds: list[int] | None = None) -> list[Generation]:
+        raise NotImplementedError
+
+    def generate(self, conversations: list[Conversation], config: GenerationConfig) -> list[Generation]:
+        return self._generate(conversations, config, None)
+
+    def generate_seeded(self, conversations: list[Conversation], config: GenerationConfig,
+                        seeds: list[int]) -> list[Generation]:
+        """Conversation i sampled from ``seeds[i]`` alone, whatever else shares its batch."""
+        if len(seeds) != len(conversations):
+            raise ValueError(f"{len(seeds)} seeds for {len(conversations)} conversations")
+        sampling = config.temperature > 0 or not self.seeds_only_when_sampling
+        return self._generate(conversations, config, list(seeds) if sampling else None)
+
+    def _generate(self, conversations: list[Conversation], config: GenerationConfig,
+                  seeds: list[int] | None) -> list[Generation]:
+        from safetydrift.backends.context_window import fit_or_errors, generate_fitting
+
+        fits = None
+        if self.context_length is not None and conversations:
+            fits = fit_or_errors(lambda convs: self.fit(convs, config), conversations)
+        if seeds is not None and fits is not None:
+            seeds = [s for s, f in zip(seeds, fits, strict=True) if f.ok]  # the conversations generated
+        return generate_fitting(conversations, fits, lambda convs: self._generate_all(convs, config, seeds))
