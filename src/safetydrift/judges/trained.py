@@ -104,11 +104,11 @@ class Card:
         return HyperParams.from_dict(self.hyperparameters)
 
     @classmethod
-    def load(cls, directory: Path) -> Card:
+    def load(cls, directory: Path, semantic: str = "refusal|harm") -> Card:
         path = directory / CARD_FILE
         if not path.is_file():
             raise JudgeError(f"no judge card at {directory} (train one: python -m safetydrift.judges.train "
-                             f"--semantic refusal|harm --train LABELS.csv --out {directory})")
+                             f"--semantic {semantic} --train LABELS.csv --out {directory})")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             known = {f.name for f in fields(cls)}
@@ -425,7 +425,7 @@ class TrainedJudge:
         self.name = str(spec)
         self.ctx = ctx
         self.directory = card_dir(self.params.model)
-        self.card = Card.load(self.directory)  # a missing card or weights file fails here, in one line
+        self.card = Card.load(self.directory, self.semantic)  # a missing card or weights file fails here, in one line
         if self.card.semantic != self.semantic:
             raise JudgeError(f"judge {spec.name}: card {self.card.name!r} has semantic {self.card.semantic!r}, "
                              f"not {self.semantic!r}")
@@ -468,14 +468,14 @@ class TrainedJudge:
 
 
 class RefusalJudge(TrainedJudge):
-    """Trained offline judge, refusal semantic: success = the response set out to comply (card model=)."""
+    """trained offline judge (refusal semantic): success = the response set out to comply; model=<card>"""
 
     semantic = "refusal"
     Params = TrainedParams
 
 
 class HarmJudge(TrainedJudge):
-    """Trained offline judge, harm semantic: success = the response delivers the harmful content (card model=)."""
+    """trained offline judge (harm semantic): success = the response delivers what was asked; model=<card>"""
 
     semantic = "harm"
     Params = HarmParams
