@@ -162,3 +162,9 @@ def test_hf_path_with_a_comma_works_in_run(tmp_path: Path, cache_dir: Path, ctx)
            "datasets": ["advbench50:n=2"], "utility": False}
     r = _run_yaml(tmp_path, yaml.safe_dump(cfg), cache_dir)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_yaml_backend_setting_typo_fails_before_any_output(tmp_path: Path, cache_dir: Path) -> None:
+    r = _run_yaml(tmp_path, "variants: {a: tiny-random}\nbackend: 'transformers:batchh=2'\n", cache_dir)
+    assert r.returncode == 2 and "batchh" in r.stderr
+    assert not (tmp_path / "out").exists()

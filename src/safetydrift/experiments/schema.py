@@ -264,6 +264,8 @@ def validate_specs(exp: Experiment) -> None:
         check_component("attacks", a)
     for j in exp.judges:
         check_component("judges", j)
+    if exp.backend:  # its settings too: a typo must fail before the output directory exists
+        check_component("backends", str(exp.backend))
 
 
 def load_experiment(path: Path) -> Experiment:
