@@ -53,8 +53,9 @@ def _hp(base: str, **kw) -> HyperParams:
                           "base": base, **kw})
 
 
-def _train(tmp: Path, ctx, base: str, model: str = "cross-encoder", semantic: str = "refusal", **kw) -> Card:
-    return tr.train_card(semantic, model, _rows(), _hp(base, **kw), tmp, ctx, cv=2, status="dev",
+def _train(tmp: Path, ctx, base: str, model: str = "cross-encoder", semantic: str = "refusal", cv: int = 2,
+           **kw) -> Card:
+    return tr.train_card(semantic, model, _rows(), _hp(base, **kw), tmp, ctx, cv=cv, status="dev",
                          log=lambda m: None)
 
 
@@ -187,8 +188,9 @@ def test_cli_trains_from_csv_with_extra_jsonl(tiny_bert: Path, tmp_path, monkeyp
 
 def test_lm_scorer_on_a_tiny_model(tmp_path, ctx) -> None:
     """The LM scorer's path (chat prompt, Yes/No logits, LoRA, scale and bias) on ``tiny-random``."""
-    card = _train(tmp_path / "lm", ctx, "tiny-random", model="lm-scorer", semantic="harm", max_tokens=16)
-    again = _train(tmp_path / "lm2", ctx, "tiny-random", model="lm-scorer", semantic="harm", max_tokens=16)
+    kw = {"model": "lm-scorer", "semantic": "harm", "cv": 0, "max_tokens": 16, "epochs": 2}
+    card = _train(tmp_path / "lm", ctx, "tiny-random", **kw)
+    again = _train(tmp_path / "lm2", ctx, "tiny-random", **kw)
     assert card.weights_sha256 == again.weights_sha256 and card.semantic == "harm"
     from safetydrift.judges.trained import HarmJudge
 

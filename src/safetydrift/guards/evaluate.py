@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from rich.markup import escape
+
 from safetydrift.guards.backend import GuardedBackend
 from safetydrift.guards.eval_table import Row, label, summarise, write_outputs
 from safetydrift.guards.spec import GuardConfig, parse_guard_step
@@ -223,7 +225,7 @@ def run_config(spec: str, sets: Sequence[EvalSet], replay: Replay, ctx: Context,
         if path.is_file():
             out[s.name] = [Outcome(**row) for row in json.loads(path.read_text(encoding="utf-8"))["outcomes"]]
             continue
-        ctx.log(f"{label(spec)} on {s.name} ({len(s.items)})")
+        ctx.log(escape(f"{label(spec)} on {s.name} ({len(s.items)})"))  # judge=[…] is not console markup
         served = served or GuardedBackend(replay, guard, replay.resolved, ctx)
         outcomes: list[Outcome] = []
         items = list(s.items)
@@ -269,7 +271,7 @@ def evaluate(ctx: Context, out: Path, *, generator: str = DEFAULT_GENERATOR, con
     convs = [conversation(it) for s in sets for it in s.items]
     todo = len(replay.missing(convs, config))
     if todo:
-        ctx.log(f"generating {todo} answers with {generator} (max_new_tokens={max_new_tokens}), once")
+        ctx.log(escape(f"generating {todo} answers with {generator} (max_new_tokens={max_new_tokens}), once"))
         replay.record(convs, config, batch, lambda i, n: ctx.log(f"  answers {i}/{n}"))
     outcomes: dict[str, dict[str, list[Outcome]]] = {}
     for spec in sorted(specs, key=_cost):  # cheap configurations first: their results are kept if a slow one stops
