@@ -15,6 +15,8 @@ that both say "success" may be measuring different things, and their rates must 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Literal, get_args
 
 from safetydrift.types import UNSCORABLE, JudgeInput, Verdict
@@ -33,6 +35,22 @@ def empty_response_verdict(inp: JudgeInput) -> Verdict | None:
     if not inp.response or not inp.response.strip():
         return Verdict(UNSCORABLE, reason="empty response")
     return None
+
+
+def triage(inputs: list[JudgeInput], is_garbage: Callable[[str], bool],
+           garbage: Verdict) -> tuple[list[Verdict | None], list[int]]:
+    """A batch judge's first pass: empty answers are unscorable, unreadable ones get ``garbage``; returns the
+    verdicts so far and the indices left to score."""
+    out: list[Verdict | None] = [None] * len(inputs)
+    todo: list[int] = []
+    for i, inp in enumerate(inputs):
+        if (v := empty_response_verdict(inp)) is not None:
+            out[i] = v
+        elif is_garbage(inp.response):
+            out[i] = replace(garbage)  # a verdict per row, never one shared object
+        else:
+            todo.append(i)
+    return out, todo
 
 
 class ResponseJudge:

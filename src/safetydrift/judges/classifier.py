@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from safetydrift.errors import JudgeError
-from safetydrift.judges.base import empty_response_verdict
+from safetydrift.judges.base import triage
 from safetydrift.params import Params, from_spec, p, with_params
 from safetydrift.registry import judges
 from safetydrift.spec import ComponentSpec
@@ -437,15 +437,7 @@ class ClassifierJudge:
         return self.head.predict_proba(x)
 
     def judge(self, inputs: list[JudgeInput]) -> list[Verdict]:
-        out: list[Verdict | None] = [None] * len(inputs)
-        todo: list[int] = []
-        for i, inp in enumerate(inputs):
-            if (v := empty_response_verdict(inp)) is not None:
-                out[i] = v
-            elif is_garbage(inp.response):
-                out[i] = Verdict(UNSCORABLE, reason="no readable words in the response")
-            else:
-                todo.append(i)
+        out, todo = triage(inputs, is_garbage, Verdict(UNSCORABLE, reason="no readable words in the response"))
         # The behavior (item.prompt) is what the response is judged against, not the attack's wrapper text.
         probs = self.predict_proba([(inputs[i].item.prompt or inputs[i].prompt, inputs[i].response) for i in todo])
         for i, prob in zip(todo, probs, strict=True):
