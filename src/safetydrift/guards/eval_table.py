@@ -93,25 +93,22 @@ def cell(r: Row) -> str:
     return f"{r.rate:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] ({r.blocked}/{r.n}{err})"
 
 
-def pooled_latency(rows: Sequence[Row]) -> str:
-    """Mean over every request of a configuration (weighted by set size) and the largest set p50/p95."""
-    real = [r for r in rows if r.set != NOVEL]
-    total = sum(r.n + r.errors for r in real)
-    mean = sum(r.latency_mean_ms * (r.n + r.errors) for r in real) / total if total else 0.0
-    return (f"{mean:.1f} · {max((r.latency_p50_ms for r in real), default=0):.1f} · "
-            f"{max((r.latency_p95_ms for r in real), default=0):.1f}")
+def pooled_latency(outcomes: Mapping[str, Sequence[Outcome]]) -> tuple[float, float, float]:
+    """(mean, p50, p95) ms over every request of every set a configuration saw."""
+    return latency_ms([o.guard_latency_s for per_set in outcomes.values() for o in per_set])
 
 
 def markdown(rows: Sequence[Row], meta: Mapping[str, Any]) -> str:
-    """The table for docs/results.md: one line per configuration, each rate with its Wilson 95% CI."""
+    """The table for docs/results.md: one line per configuration, each rate with its Wilson 95% CI, and
+    the guard's latency over all of the configuration's requests (``meta["latency_ms"]``)."""
     sets = list(dict.fromkeys(r.set for r in rows))
     configs = list(dict.fromkeys(r.config for r in rows))
     head = ["guard configuration", *(_HEADINGS.get(s, s) for s in sets), "guard ms/request: mean · p50 · p95"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in configs:
         mine = {r.set: r for r in rows if r.config == c}
-        lines.append("| " + " | ".join([f"`{c}`", *(cell(mine[s]) for s in sets), pooled_latency(list(mine.values()))])
-                     + " |")
+        lat = " · ".join(f"{v:.1f}" for v in meta["latency_ms"][c])
+        lines.append("| " + " | ".join([f"`{c}`", *(cell(mine[s]) for s in sets), lat]) + " |")
     notes = [f"- `{name}`: {info['note']}; the generator's own answer was a refusal for "
              f"{info['generator_refused']} of {info['n']}." for name, info in meta["sets"].items()]
     notes.append(f"- `{NOVEL}`: the held-out harmful requests without a near-duplicate (the project's TF-IDF "

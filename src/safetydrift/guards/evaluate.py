@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from rich.markup import escape
 
 from safetydrift.guards.backend import GuardedBackend
-from safetydrift.guards.eval_table import Row, label, summarise, write_outputs
+from safetydrift.guards.eval_table import Row, label, pooled_latency, summarise, write_outputs
 from safetydrift.guards.spec import GuardConfig, parse_guard_step
 from safetydrift.hashing import sha256_json
 from safetydrift.spec import parse_component
@@ -288,6 +288,7 @@ def evaluate(ctx: Context, out: Path, *, generator: str = DEFAULT_GENERATOR, con
                           "generator_refused": refused[s.name]} for s in sets},
         "harmful_with_training_paraphrase": len(paraphrased),
         "configs": specs,
+        "latency_ms": {label(spec): pooled_latency(outcomes[spec]) for spec in specs},  # mean, p50, p95
     }
     write_outputs(out, rows, meta)
     return rows

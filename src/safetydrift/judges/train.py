@@ -98,11 +98,14 @@ def read_rows(path: Path, label_column: str | None, semantic: str,
         if not str(r.get("request") or "").strip():
             raise DataError(f"{path}:{i}: empty request")
         source = str(r.get("source") or "")
-        weight = float(r.get("weight") or 1.0)
+        try:
+            weight = float(r.get("weight") or 1.0)
+        except ValueError:
+            raise DataError(f"{path}:{i}: bad weight {r.get('weight')!r}") from None
         for prefix, w in (source_weights or {}).items():
             if source.startswith(prefix):
                 weight *= w
-        rows.append(Row(str(r["request"]), str(r.get("response") or ""), parse_label(str(r[column]), f"{path}:{i}"),
+        rows.append(Row(str(r["request"]), str(r.get("response") or ""), parse_label(str(r.get(column)), f"{path}:{i}"),
                         source, weight))
     return rows, column
 
