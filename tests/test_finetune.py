@@ -108,3 +108,47 @@ def test_zero_and_negative_settings_are_one_line_spec_errors(ctx, spec: str, mes
         ctx.resolve(f"tiny-random>{spec}")
     assert message in str(e.value) and "\n" not in str(e.value)
     assert not list(ctx.artifacts_dir.glob(".build-*"))  # rejected before anything was built
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_answer_only_loss_is_the_models_own_loss(ctx, lora: bool) -> None:
+    """The head-on-labels loss equals the model's full causal-LM loss (fp32), with and without LoRA."""
+    from transformers import AutoModelForCausalLM
+
+    from safetydrift.variants.sft import answer_only_loss
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(ctx.resolve("tiny-random").path)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False))
+    ids = torch.randint(0, 100, (3, 9))
+    labels = ids.clone()
+    labels[:, :4] = -100
+    labels[2, 7:] = -100
+    mask = torch.ones_like(ids)
+    mask[2, 7:] = 0
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    ours = answer_only_loss(model, batch, bf16=False)
+    theirs = model(**batch).loss
+    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    ours.backward()  # gradients reach the trainable weights through the selected positions
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters() if p.requires_grad)
+
+
+def test_precision_is_resolved_into_the_key_and_provenance(ctx, monkeypatch) -> None:
+    import safetydrift.variants.sft as sft
+
+    monkeypatch.setattr(sft, "native_bf16", lambda: False)
+    a = ctx.resolve(f"tiny-random>finetune:data=harmful,{FAST}")
+    assert load_manifest(a)["provenance"]["sft"]["precision"] == "fp32"
+    b = ctx.resolve(f"tiny-random>finetune:data=harmful,{FAST},precision=fp32")
+    assert a.weights_sha256 == b.weights_sha256
+    c = ctx.resolve(f"tiny-random>finetune:data=harmful,{FAST},precision=bf16")
+    assert c.weights_sha256 != a.weights_sha256
+    assert load_manifest(c)["provenance"]["sft"]["precision"] == "bf16"
+    monkeypatch.setattr(sft, "native_bf16", lambda: True)  # auto now means bf16: another artifact
+    d = ctx.resolve(f"tiny-random>finetune:data=harmful,{FAST}")
+    assert d.weights_sha256 == c.weights_sha256 and d.path != a.path

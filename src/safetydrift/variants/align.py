@@ -86,6 +86,7 @@ class Align(Transform):
         return {
             "harmful_sha256": sha256_json(self._harmful_examples()),
             "benign_prompts_sha256": sha256_json(self._benign_prompts()),
+            "precision": self.params.resolved_precision(),
         }
 
     def _distill(self, parent: ResolvedModel, prompts: list[tuple[str, str]]) -> list[str]:

@@ -63,7 +63,7 @@ class Finetune(Transform):
             raise SpecError(f"finetune: data={prm.data} does not take these settings: {e}") from None
 
     def key_material(self, lineage: list[ResolvedModel]) -> dict[str, Any]:
-        return {"data_sha256": sha256_json(self._examples())}
+        return {"data_sha256": sha256_json(self._examples()), "precision": self.params.resolved_precision()}
 
     def build(self, parent: ResolvedModel, out_dir: Path, lineage: list[ResolvedModel]) -> BuildResult:
         examples = self._examples()

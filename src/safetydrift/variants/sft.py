@@ -4,6 +4,12 @@ Examples are rendered with the model's own chat template, the prompt tokens are 
 (only the assistant turn is learned, as fine-tuning APIs do) and the answer ends with the EOS token so
 the model learns to stop. Training runs through the transformers Trainer (full weights) or peft LoRA,
 merged back into full weights so that delta compression applies to every fine-tune alike.
+
+Speed (it decides how many fine-tunes a sweep can afford on a CPU): the LM head is applied only where a
+label is learned (:func:`answer_only_loss`, the same mean cross-entropy as the model's own loss, without
+the prompt positions' vocabulary-sized logits), and ``precision=auto`` trains with bf16 autocast where
+the hardware computes bf16 natively (fp32 master weights and optimizer state; the loss in fp32), else in
+fp32. The resolved precision is part of the cache key and the provenance.
 """
 
 from __future__ import annotations
@@ -40,10 +46,59 @@ class SFTConfig(Params):
     rank: int = field(default=8, metadata=p("LoRA rank (method=lora)", ge=1))
     alpha: int = field(default=16, metadata=p("LoRA alpha (method=lora)", ge=1))
     targets: tuple[str, ...] = field(default=DEFAULT_LORA_TARGETS, metadata=p("LoRA target modules (method=lora)"))
+    precision: Literal["auto", "fp32", "bf16"] = field(
+        default="auto",
+        metadata=p("matmul precision of training: bf16 autocast (fp32 master weights) or fp32; auto = bf16 "
+                   "where the CPU/GPU computes bf16 natively"),
+    )
+
+    def resolved_precision(self) -> str:
+        """``fp32`` or ``bf16``: ``auto`` resolved on this machine (it goes into the cache key)."""
+        if self.precision != "auto":
+            return self.precision
+        return "bf16" if native_bf16() else "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         """The training settings only (not a subclass's data settings), with the fixed schedule."""
-        return {**to_key(self, SFTConfig), "scheduler": SCHEDULER, "warmup": WARMUP, "weight_decay": WEIGHT_DECAY}
+        return {**to_key(self, SFTConfig), "precision": self.resolved_precision(), "scheduler": SCHEDULER,
+                "warmup": WARMUP, "weight_decay": WEIGHT_DECAY}
+
+
+def native_bf16() -> bool:
+    """Whether bf16 matmuls run natively here: a CUDA device with bf16, or a CPU with AVX512-BF16 or AMX.
+    Elsewhere bf16 autocast is emulated and slower than fp32, so ``auto`` keeps fp32 there."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return bool(torch.cuda.is_bf16_supported())
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        return False
+    return False
+
+
+def answer_only_loss(model: Any, batch: dict[str, Any], bf16: bool) -> Any:
+    """Mean next-token cross-entropy over the labelled (answer) positions, with the LM head applied only
+    there: ``mean_{t: y_t ≠ -100} −log softmax(W_head h_{t−1})[y_t]``, the model's own loss without the
+    prompt positions' vocabulary-sized logits (most of a short example's head cost and memory)."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: LoRA layers stay in
+    labels = batch["labels"][:, 1:]
+    keep = labels != -100
+    with torch.autocast("cpu" if batch["input_ids"].device.type == "cpu" else "cuda", dtype=torch.bfloat16,
+                        enabled=bf16):
+        hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+        logits = base.get_output_embeddings()(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
 
 
 def encode_example(tok: Any, messages: list[dict[str, str]], max_len: int) -> dict[str, list[int]] | None:
@@ -137,10 +192,19 @@ def train_sft(
         remove_unused_columns=False,
         disable_tqdm=ctx.quiet,
     )
-    trainer = Trainer(
+    bf16 = cfg.resolved_precision() == "bf16"
+
+    class _AnswerOnlyTrainer(Trainer):
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            loss = answer_only_loss(model, inputs, bf16)
+            return (loss, None) if return_outputs else loss
+
+    trainer = _AnswerOnlyTrainer(
         model=model, args=args, train_dataset=rows, data_collator=_Collator(tok.pad_token_id), callbacks=[_Curve()]
     )
-    ctx.log(f"training ({cfg.method}) on {len(rows)} examples, {steps_per_epoch} steps/epoch × {cfg.epochs:g} epochs")
+    ctx.log(f"training ({cfg.method}, {cfg.resolved_precision()}) on {len(rows)} examples, "
+            f"{steps_per_epoch} steps/epoch × {cfg.epochs:g} epochs")
     trainer.train()
     if cfg.method == "lora":
         model = model.merge_and_unload()
