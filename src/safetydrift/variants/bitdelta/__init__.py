@@ -8,9 +8,14 @@ survives the compression. Per selected matrix (every 2-D linear weight of the tr
     Δ̂  = α · sign(Δ)            α initialised to mean|Δ|, then healed (trained on the fine-tune's logits)
     Ŵ  = W_ref + Δ̂
 
+Two controls separate *why* such a variant gives safety back: ``scale=λ`` (Δ̂ = λ·Δ, pure shrinkage; compare
+with the effective shrink λ* = <Δ̂, Δ>/<Δ, Δ> every build records) and ``signs=random`` (α·random ±1: the
+same magnitude budget without Δ's direction, the floor).
+
 The package reads in the order of a build:
 
-- :mod:`.codecs`     the maths: 1-bit signs (and residual masks), k-bit groups, low rank; bit packing.
+- :mod:`.codecs`     the maths: 1-bit signs (and residual masks), k-bit groups, low rank, the controls;
+                     bit packing; why one Adam step is exactly a 1-bit delta.
 - :mod:`.heal`       scale distillation of the α's (BitDelta §3.2).
 - :mod:`.format`     ``delta.safetensors`` / ``rest.safetensors`` and ``apply_delta`` (rebuild a variant).
 - :mod:`.transform`  the ``bitdelta`` transform and its settings (``bitdelta:ref=…,heal=…,bits=…``).
@@ -24,13 +29,19 @@ from __future__ import annotations
 
 from safetydrift.variants.bitdelta.codecs import (
     CODECS,
+    CONTROLS,
     Codec,
     decode_kbit,
     decode_lowrank,
+    decode_scaled,
     decode_signs,
+    delta_inner,
     encode_kbit,
     encode_lowrank,
+    encode_random_signs,
+    encode_scaled,
     encode_signs,
+    matrix_seed,
     pack_codes,
     sign,
     signed_sum,
@@ -62,6 +73,7 @@ from safetydrift.variants.bitdelta.transform import ARTIFACT_FORMAT, FINETUNE_ST
 __all__ = [
     "ARTIFACT_FORMAT",
     "CODECS",
+    "CONTROLS",
     "DELTA_FILE",
     "FINETUNE_STEPS",
     "FORMAT",
@@ -76,16 +88,21 @@ __all__ = [
     "compress",
     "decode_kbit",
     "decode_lowrank",
+    "decode_scaled",
     "decode_signs",
     "delta_file_info",
+    "delta_inner",
     "detach_healable",
     "encode_kbit",
     "encode_lowrank",
+    "encode_random_signs",
+    "encode_scaled",
     "encode_signs",
     "heal_scales",
     "load_delta",
     "load_reference",
     "masked_logit_mse",
+    "matrix_seed",
     "pack_codes",
     "rest_path",
     "save_delta",

@@ -21,12 +21,49 @@
 
 ``lowrank`` (``rank=r``): truncated SVD  Δ̂ = U_r Σ_r V_rᵀ, factors stored in fp16.
 
-:data:`CODECS` maps a mode to its encoder and decoder (with the mode's settings), so adding a codec is
-one entry, not another branch in the file format.
+Controls (:data:`CONTROLS`; not compressions: they separate *why* a compressed delta changes behaviour)
+
+``scale`` (``scale=λ``), the pure-shrink control::
+
+        Δ̂ = λ·Δ             (Δ stored in fp32, exact; no signs, no healing)
+
+    every weight keeps its direction and relative size, the whole delta shrinks by λ. A fine-tune whose
+    safety drift returns under BitDelta as it does under ``scale≈λ*`` (below) lost it to shrinkage.
+
+``random_sign`` (``signs=random``), the no-direction floor::
+
+        Δ̂ = α·S,   α = mean|Δ|,   S_ij ~ uniform{−1, +1}, seeded per matrix (``seed``, matrix name)
+
+    BitDelta-Initial's magnitude budget (the same α, the same 1 bit per weight), none of its direction:
+    E<S, Δ> = 0.
+
+Effective shrink :func:`delta_inner` gives, per matrix, the least-squares multiple of Δ closest to Δ̂::
+
+        λ* = <Δ̂, Δ> / <Δ, Δ>
+
+    ``scale=λ``: λ* = λ.  Random signs: λ* ≈ 0.  BitDelta-Initial (α = mean|Δ|, m = 1):
+    λ* = α·Σ|Δ| / ΣΔ² = mean|Δ|² / mean(Δ²) ≤ 1 (Cauchy–Schwarz), 2/π ≈ 0.64 for a Gaussian Δ: a 1-bit
+    delta is, along Δ, a shrunk delta (the rest of it, Δ̂ − λ*·Δ, is orthogonal to Δ).
+
+Why a sign is the natural code of a fine-tune: ONE Adam(W) step from a fresh optimizer state (weight decay
+0) moves every weight by exactly ±lr, up to ε. With m_1 = (1−β1)·g and v_1 = (1−β2)·g², the bias-corrected
+moments are m̂ = g and v̂ = g², so::
+
+        Δ = −lr · m̂ / (√v̂ + ε) = −lr · g / (|g| + ε) ≈ −lr · sign(g)
+
+|Δ| = lr wherever |g| ≫ ε (0 where g = 0), so α = mean|Δ| ≈ lr and α·sign(Δ) reproduces a one-step
+fine-tune, entry by entry within |α − lr| + lr·ε/(|g| + ε) (a weight with g = 0 gets +α: sign(0) = +1).
+``tests/test_bitdelta_controls.py`` checks it, and that an SGD step (|Δ| ∝ |g|) is *not* rebuilt.
+Weight decay adds −lr·λ_wd·W and breaks the constant magnitude. Later steps average gradients over time
+and the magnitudes spread, which is what BitDelta's one α per matrix cannot represent.
+
+:data:`CODECS` (and :data:`CONTROLS`) map a mode to its encoder and decoder (with the mode's settings),
+so adding a codec is one entry, not another branch in the file format.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +75,7 @@ if TYPE_CHECKING:
     import torch
 
 Fields = dict[str, "torch.Tensor"]  # a matrix's stored tensors, e.g. {"signs", "alpha"}
+Settings = dict[str, "int | float"]  # a mode's settings, e.g. {"masks": 1}; saved in the file's metadata
 
 
 # ---------------------------------------------------------------------------------- bit packing
@@ -152,29 +190,76 @@ def decode_lowrank(fields: dict[str, torch.Tensor], shape: Sequence[int]) -> tor
     return ((fields["u"].float() * fields["s"].float()) @ fields["vh"].float()).reshape(*shape)
 
 
+# --------------------------------------------------------------------------------------- controls
+
+def encode_scaled(delta: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The pure-shrink control stores Δ itself (fp32, exact); λ is a setting, applied by :func:`decode_scaled`."""
+    return {"delta": delta.detach().cpu().float().contiguous()}
+
+
+def decode_scaled(fields: dict[str, torch.Tensor], shape: Sequence[int], scale: float) -> torch.Tensor:
+    """Δ̂ = λ·Δ."""
+    return (scale * fields["delta"].float()).reshape(*shape)
+
+
+def matrix_seed(seed: int, name: str) -> int:
+    """A 63-bit seed of (``seed``, matrix name): matrices of one shape get independent signs, and a matrix's
+    signs do not depend on which other matrices were selected."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") >> 1
+
+
+def encode_random_signs(delta: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+    """The no-direction floor: α = mean|Δ| (BitDelta-Initial's), S ~ uniform ±1 from ``seed``, Δ̂ = α·S.
+
+    Stored like a 1-bit mask (``signs`` packed, ``alpha``), so it costs exactly what BitDelta does."""
+    import torch
+
+    d = delta.detach().cpu().float()
+    g = torch.Generator().manual_seed(seed)
+    bits = torch.randint(0, 2, tuple(d.shape), generator=g, dtype=torch.int64).to(torch.uint8)
+    packed = pack_codes(bits.reshape(-1).numpy(), 1)
+    return {"signs": torch.from_numpy(packed[None, :]), "alpha": d.abs().mean().reshape(1)}
+
+
+def delta_inner(delta_hat: torch.Tensor, delta: torch.Tensor) -> tuple[float, float, float]:
+    """(<Δ̂, Δ>, <Δ, Δ>, <Δ̂, Δ̂>) in float64: λ* = <Δ̂, Δ>/<Δ, Δ> is the least-squares multiple of Δ closest
+    to Δ̂ (the effective shrink), <Δ̂, Δ>/√(<Δ, Δ><Δ̂, Δ̂>) the cosine between them."""
+    h, d = delta_hat.detach().double().reshape(-1), delta.detach().double().reshape(-1).to(delta_hat.device)
+    return float(h @ d), float(d @ d), float(h @ h)
+
 
 # ---------------------------------------------------------------------------------------- the table
 
 @dataclass(frozen=True)
 class Codec:
-    """How one mode stores a matrix's delta: ``encode(Δ, settings)`` → fields, ``decode(fields, shape,
-    settings)`` → Δ̂ (fp32). ``settings`` are the mode's integers (``masks``; ``bits``, ``group``; ``rank``)."""
+    """How one mode stores a matrix's delta: ``encode(Δ, settings, name)`` → fields, ``decode(fields, shape,
+    settings)`` → Δ̂ (fp32). ``settings`` are the mode's numbers (``masks``; ``bits``, ``group``; ``rank``;
+    ``scale``; ``seed``); ``name`` is the matrix's parameter name (only random signs use it, as a seed)."""
 
-    encode: Callable[[torch.Tensor, dict[str, int]], Fields]
-    decode: Callable[[Fields, Sequence[int], dict[str, int]], torch.Tensor]
+    encode: Callable[..., Fields]
+    decode: Callable[[Fields, Sequence[int], Settings], torch.Tensor]
 
 
 CODECS: dict[str, Codec] = {
-    "sign": Codec(lambda d, s: encode_signs(d, s["masks"]), lambda f, shape, s: decode_signs(f, shape)),
-    "kbit": Codec(lambda d, s: encode_kbit(d, s["bits"], s["group"]),
-                  lambda f, shape, s: decode_kbit(f, shape, s["bits"], s["group"])),
-    "lowrank": Codec(lambda d, s: encode_lowrank(d, s["rank"]), lambda f, shape, s: decode_lowrank(f, shape)),
+    "sign": Codec(lambda d, s, name="": encode_signs(d, int(s["masks"])), lambda f, shape, s: decode_signs(f, shape)),
+    "kbit": Codec(lambda d, s, name="": encode_kbit(d, int(s["bits"]), int(s["group"])),
+                  lambda f, shape, s: decode_kbit(f, shape, int(s["bits"]), int(s["group"]))),
+    "lowrank": Codec(lambda d, s, name="": encode_lowrank(d, int(s["rank"])),
+                     lambda f, shape, s: decode_lowrank(f, shape)),
+}
+
+# the mechanism controls: same file format and build, but they answer "shrinkage or direction?", not "how
+# well does k bits keep Δ?" (so fidelity sweeps over CODECS leave them out)
+CONTROLS: dict[str, Codec] = {
+    "scale": Codec(lambda d, s, name="": encode_scaled(d), lambda f, shape, s: decode_scaled(f, shape, s["scale"])),
+    "random_sign": Codec(lambda d, s, name="": encode_random_signs(d, matrix_seed(int(s["seed"]), name)),
+                         lambda f, shape, s: decode_signs(f, shape)),
 }
 
 
 def codec(mode: str) -> Codec:
     """The codec of ``mode``; a ValueError names an unknown one (e.g. a file from a newer version)."""
     try:
-        return CODECS[mode]
+        return CODECS[mode] if mode in CODECS else CONTROLS[mode]
     except KeyError:
         raise ValueError(f"unknown delta mode {mode!r}") from None

@@ -3,7 +3,8 @@
 Inside the variant directory:
 
 ``delta.safetensors``  for every compressed matrix ``<name>.<field>`` tensors (signs: uint8 packed, one
-    row per mask, + ``alpha`` fp32; or codes/lo/scale; or u/s/vh; see :mod:`.codecs`) and metadata:
+    row per mask, + ``alpha`` fp32; or codes/lo/scale; or u/s/vh; the controls: ``delta`` fp32 for
+    ``scale``, signs + alpha for ``random_sign``; see :mod:`.codecs`) and metadata:
     format, mode, settings, shapes, ``rest``, the built checkpoint's tensor names and dtypes, and the
     reference's and fine-tuned model's weights sha256. ``delta_bytes`` is this file's size.
 ``rest.safetensors``  the uncompressed tensors of the built checkpoint that differ from the reference
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safetydrift.variants.bitdelta.codecs import codec
+from safetydrift.variants.bitdelta.codecs import Settings, codec
 
 if TYPE_CHECKING:
     import torch
@@ -42,7 +43,8 @@ FORMAT = "safetydrift.delta/2"  # /2: fp32 k-bit scales, ``rest`` tensors and th
 class CompressedDelta:
     """A compressed delta: per matrix, the stored fields of its codec.
 
-    mode: ``sign`` (settings ``masks``), ``kbit`` (``bits``, ``group``) or ``lowrank`` (``rank``).
+    mode: ``sign`` (settings ``masks``), ``kbit`` (``bits``, ``group``) or ``lowrank`` (``rank``); the
+        controls ``scale`` (``scale``) and ``random_sign`` (``seed``).
     meta: free strings saved in the file's metadata (reference/fine-tuned weights sha256, specs, rest).
     rest: uncompressed tensors of the built checkpoint that differ from the reference (``rest.safetensors``).
     tensors: every tensor of the built checkpoint → its dtype name, so :func:`apply_delta` rebuilds exactly
@@ -50,7 +52,7 @@ class CompressedDelta:
     """
 
     mode: str
-    settings: dict[str, int]
+    settings: Settings
     shapes: dict[str, tuple[int, ...]]
     fields: dict[str, dict[str, torch.Tensor]]
     meta: dict[str, str] = field(default_factory=dict)
@@ -105,16 +107,31 @@ def compress(
     bits: int | None = None,
     group: int = 128,
     rank: int | None = None,
+    scale: float | None = None,
+    signs: str = "delta",
+    seed: int = 0,
     meta: dict[str, str] | None = None,
 ) -> CompressedDelta:
-    """Δ = W_ft − W_ref for each named matrix, compressed by one codec (1-bit/masks, k-bit, or rank-r).
+    """Δ = W_ft − W_ref for each named matrix, compressed by one codec (1-bit/masks, k-bit, or rank-r), or
+    one of the controls: ``scale=λ`` (Δ̂ = λ·Δ) or ``signs="random"`` (Δ̂ = mean|Δ|·S, S seeded ±1).
 
     Only the selected matrices: the ``rest`` and ``tensors`` of a built variant are filled in by the build.
     """
+    settings: Settings
+    if signs not in ("delta", "random"):
+        raise ValueError(f"signs must be 'delta' or 'random', not {signs!r}")
+    chosen = [k for k, v in (("bits", bits), ("rank", rank), ("scale", scale), ("signs", signs == "random" or None))
+              if v is not None]
+    if len(chosen) > 1:
+        raise ValueError(f"compress: choose one of bits, rank, scale, signs='random' (got {', '.join(chosen)})")
     if bits is not None:
         mode, settings = "kbit", {"bits": bits, "group": group}
     elif rank is not None:
         mode, settings = "lowrank", {"rank": rank}
+    elif scale is not None:
+        mode, settings = "scale", {"scale": float(scale)}
+    elif signs == "random":
+        mode, settings = "random_sign", {"seed": seed}
     else:
         mode, settings = "sign", {"masks": masks}
     encode = codec(mode).encode
@@ -122,7 +139,7 @@ def compress(
     for name in names:
         delta = ft[name].detach().float() - ref[name].detach().float()
         shapes[name] = tuple(delta.shape)
-        fields[name] = encode(delta, settings)
+        fields[name] = encode(delta, settings, name)
     return CompressedDelta(mode, settings, shapes, fields, dict(meta or {}))
 
 

@@ -2,7 +2,8 @@
 
 ``build`` computes Δ = W_ft − W_ref for the selected matrices, compresses it (:mod:`.codecs`), heals the
 1-bit scales (:mod:`.heal`), writes Ŵ = W_ref + Δ̂ as a transformers checkpoint (``hf/``) plus the delta
-files (:mod:`.format`), and records the provenance (sizes, α statistics, healing curve).
+files (:mod:`.format`), and records the provenance (sizes, α statistics, healing curve, and the effective
+shrink λ* = <Δ̂, Δ>/<Δ, Δ> per matrix, so any variant can be read as "≈ ``scale=λ*``").
 
 Settings (``bitdelta:key=value,...``)
   ref=auto|base|parent|<index>|<recipe>
@@ -21,14 +22,21 @@ Settings (``bitdelta:key=value,...``)
         architecture's blocks); default exclude: none.
   rest=ft|ref   tensors not compressed (embeddings, norms, LM head, biases) come from the fine-tuned model
         (default, as BitDelta's code) or from the reference.
-  heal=true|false (default true for 1-bit and masks; healing has nothing to train for bits/rank, so
-        ``heal=true`` with those is an error), steps=50, batch=4, max_len=128, lr=1e-4, calib=64
-        (number of calibration texts), seed=0. Counts must be >= 1 (steps >= 0); 0 is an error, not
-        "the default".
+  heal=true|false (default true for 1-bit and masks; healing has nothing to train for bits/rank and the
+        controls, so ``heal=true`` with those is an error), steps=50, batch=4, max_len=128, lr=1e-4,
+        calib=64 (number of calibration texts), seed=0 (also seeds ``signs=random``). Counts must be
+        >= 1 (steps >= 0); 0 is an error, not "the default".
   Fidelity (at most one; see :mod:`.codecs` for the maths):
   masks=m   m successive 1-bit residual masks; all α_i are healed. ``masks=1`` is plain BitDelta.
   bits=k    (2..8) k-bit group-wise asymmetric quantization of Δ, ``group=128`` elements per group.
   rank=r    truncated SVD of Δ, fp16 factors.
+  Controls (alone: not with masks=/bits=/rank=/heal=true, nor with each other), to tell whether BitDelta
+  gives safety back by shrinking Δ or by keeping its direction:
+  scale=λ        (λ > 0) Δ̂ = λ·Δ exactly (fp32 Δ). Compare with the BitDelta variant's ``effective_scale``
+                 (λ* ≈ 0.64 = 2/π for a Gaussian Δ at BitDelta-Initial); ``scale=1`` is the fine-tune.
+                 Stored as fp32 (exact); it would take ``equivalent_bytes`` = the fp16 delta.
+  signs=random   Δ̂ = α·S, α = mean|Δ| as BitDelta-Initial, S seeded uniform ±1 (``seed=``): the same
+                 magnitude budget and bytes as 1 bit, no direction (the floor). Default ``signs=delta``.
 
 ``heal=false`` gives *BitDelta-Initial* (α = mean|Δ|).
 
@@ -42,6 +50,7 @@ Gaps from the paper (Liu et al. 2024, BitDelta):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +65,7 @@ from safetydrift.registry import transforms
 from safetydrift.spec import ComponentSpec, parse_recipe
 from safetydrift.types import ResolvedModel
 from safetydrift.variants.base import BuildResult, Transform
+from safetydrift.variants.bitdelta.codecs import CONTROLS, delta_inner
 from safetydrift.variants.bitdelta.format import DELTA_FILE, REST_FILE, compress, rest_path, save_delta
 from safetydrift.variants.bitdelta.heal import heal_scales
 from safetydrift.variants.checkpoint import (
@@ -98,11 +108,15 @@ class BitDeltaParams(Params):
     max_len: int = field(default=128, metadata=p("calibration tokens per text", ge=1))
     lr: float = field(default=1e-4, metadata=p("healing learning rate", gt=0))
     calib: int = field(default=64, metadata=p("calibration texts", ge=1))
-    seed: int = field(default=0, metadata=p("healing and calibration seed", ge=0))
+    seed: int = field(default=0, metadata=p("healing, calibration and signs=random seed", ge=0))
     masks: int | None = field(default=None, metadata=p("residual 1-bit masks (default 1)", ge=1))
     bits: int | None = field(default=None, metadata=p("k-bit group-wise codes instead of 1 bit", ge=2, le=8))
     group: int | None = field(default=None, metadata=p("elements per k-bit group (default 128; bits= only)", ge=1))
     rank: int | None = field(default=None, metadata=p("truncated SVD of rank r instead of signs", ge=1))
+    scale: float | None = field(default=None, metadata=p("control: Δ̂ = λ·Δ exactly (pure shrink, no healing)",
+                                                         gt=0))
+    signs: Literal["delta", "random"] = field(default="delta", metadata=p(
+        "1-bit signs: sign(Δ) (BitDelta) or seeded random ±1 with α = mean|Δ| (control, no healing)"))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -112,6 +126,15 @@ class BitDeltaParams(Params):
             raise SpecError(f"bitdelta: choose one of bits=, masks=, rank= (got {' and '.join(chosen)})")
         if self.group is not None and self.bits is None:
             raise SpecError("bitdelta: group= only applies with bits=")
+        controls = [k for k, on in (("scale=", self.scale is not None), ("signs=random", self.signs == "random"))
+                    if on]
+        if controls:
+            others = [*controls[1:], *(f"{k}=" for k in chosen)]
+            if others:
+                raise SpecError(f"bitdelta: {controls[0]} is a control, not a fidelity option: "
+                                f"it cannot be combined with {' or '.join(others)}")
+            if self.heal:
+                raise SpecError(f"bitdelta: {controls[0]} is a control and is never healed (drop heal=true)")
         if self.heal and self.mode != "sign":
             raise SpecError("bitdelta: heal=true trains the 1-bit scales; bits= and rank= have none (use heal=false)")
         if not (self.ref in ("auto", "base", "parent") or _is_int(self.ref)):
@@ -126,11 +149,19 @@ class BitDeltaParams(Params):
 
     @property
     def mode(self) -> str:
-        """``sign`` (1 bit, or ``masks`` residual masks), ``kbit`` (bits=) or ``lowrank`` (rank=)."""
-        return "kbit" if self.bits is not None else "lowrank" if self.rank is not None else "sign"
+        """``sign`` (1 bit, or ``masks`` residual masks), ``kbit`` (bits=) or ``lowrank`` (rank=); the controls
+        ``scale`` (scale=) and ``random_sign`` (signs=random). The delta file's mode (:mod:`.codecs`)."""
+        if self.bits is not None:
+            return "kbit"
+        if self.rank is not None:
+            return "lowrank"
+        if self.scale is not None:
+            return "scale"
+        return "random_sign" if self.signs == "random" else "sign"
 
 
-@transforms.register("bitdelta", help="bitdelta[:ref=auto,heal=true,steps=50,masks=|bits=|rank=] — 1-bit delta")
+@transforms.register("bitdelta", help="bitdelta[:ref=auto,heal=true,steps=50,masks=|bits=|rank=|scale=|signs=random]"
+                                      " — 1-bit delta (scale=, signs=random: controls)")
 class BitDelta(Transform):
     """Compress the fine-tune delta to 1 bit/weight (BitDelta), optionally healed, or to bits/masks/rank."""
 
@@ -214,8 +245,12 @@ class BitDelta(Transform):
         meta = {"reference_sha256": ref_sha, "reference_spec": ref.spec, "finetuned_sha256": ft_sha,
                 "finetuned_spec": parent.spec, "sign_zero": "+1", "rest": prm.rest}
         delta = compress(ref_params, ft_params, names, masks=prm.masks or 1, bits=prm.bits, group=prm.group or 128,
-                         rank=prm.rank, meta=meta)
+                         rank=prm.rank, scale=prm.scale, signs=prm.signs, seed=prm.seed, meta=meta)
         init_alphas = delta.alphas()
+        healed = bool(prm.heal and prm.steps > 0)
+        # BitDelta-Initial's effective shrink, before healing moves the α's (the model still holds W_ft)
+        init_inner = {n: delta_inner(delta.decode(n), ft_params[n].float() - ref_params[n].float())
+                      for n in names} if healed else None
 
         with torch.no_grad():
             if prm.rest == "ref":
@@ -225,7 +260,7 @@ class BitDelta(Transform):
 
         healing: dict[str, Any] = {"enabled": False}
         curve: list[dict[str, float]] = []
-        if prm.heal and prm.steps > 0:
+        if healed:
             teacher, _ = load_hf(parent.path, device)
             texts = [render_calibration(x, tok) for x in calibration_items(prm.calib, prm.seed)]
             res = heal_scales(model, teacher, tok, ref_params, delta, texts, steps=prm.steps, batch=prm.batch,
@@ -241,10 +276,14 @@ class BitDelta(Transform):
                        "mse_batch": "held-out" if res.mse_held_out else "training"}
 
         # Ŵ = W_ref + Δ̂, one code path for every mode (the same as apply_delta)
+        inner: dict[str, tuple[float, float, float]] = {}
         with torch.no_grad():
             params = dict(model.named_parameters())
             for n in names:
-                params[n].copy_(ref_params[n].float() + delta.decode(n).to(ref_params[n].device))
+                d_hat = delta.decode(n).to(ref_params[n].device)
+                # Δ before params[n] is overwritten (without healing, ft_params[n] is that same storage)
+                inner[n] = delta_inner(d_hat, ft_params[n].float() - ref_params[n].float())
+                params[n].copy_(ref_params[n].float() + d_hat)
         hf_dir = save_checkpoint(model, Path(parent.path), out_dir / HF_SUBDIR)
         # what the delta alone cannot rebuild, read back from the saved checkpoint (what is evaluated)
         delta.rest, delta.tensors = checkpoint_rest(hf_dir, names, Path(ref.path), Path(parent.path), ref_state)
@@ -277,11 +316,15 @@ class BitDelta(Transform):
             "delta_bytes": delta_bytes,
             "delta_fp16_bytes": 2 * n_el,
             "bits_per_weight": 8 * delta_bytes / n_el,  # over the compressed matrices, rest excluded
+            "effective_scale": _effective_scale(inner, init_inner),
             "rest_file": REST_FILE if delta.rest else None,
             "rest_tensors": len(delta.rest),
             "rest_bytes": rest_bytes,
             "checkpoint_dtype": "float32",
         }
+        if prm.mode in CONTROLS:
+            provenance["method"] = f"BitDelta control ({prm.mode}), not a compression"
+            provenance["control"] = self.describe_control(delta_bytes, n_el)
         extra = {DELTA_FILE: delta_bytes, **({REST_FILE: rest_bytes} if delta.rest else {})}
         return BuildResult(kind="hf", path=hf_dir, provenance=provenance, loss_curve=curve, extra_files=extra)
 
@@ -291,7 +334,42 @@ class BitDelta(Transform):
             return f"{prm.bits}-bit group={prm.group} asymmetric"
         if prm.mode == "lowrank":
             return f"rank={prm.rank} SVD (fp16 factors)"
+        if prm.mode == "scale":
+            return f"control: Δ̂ = {prm.scale:g}·Δ (fp32 delta)"
+        if prm.mode == "random_sign":
+            return f"control: Δ̂ = mean|Δ|·random ±1 (seed={prm.seed})"
         return "1-bit" if prm.masks == 1 else f"{prm.masks} residual 1-bit masks"
+
+    def describe_control(self, delta_bytes: int, n_elements: int) -> dict[str, Any]:
+        """What a control is and what it would take to store: the file keeps an exact fp32 Δ for ``scale``
+        (so the checkpoint rebuilds bit for bit), but a deployed shrunk delta is the fp16 delta (2 bytes per
+        weight); random signs are stored exactly like 1-bit BitDelta (packed signs + one α per matrix)."""
+        prm = self.params
+        if prm.mode == "scale":
+            return {"kind": "scale", "lambda": prm.scale, "formula": "Δ̂ = λ·Δ",
+                    "equivalent_bytes": 2 * n_elements, "equivalent_of": "the fp16 delta",
+                    "equivalent_bits_per_weight": 16.0}
+        return {"kind": "random_sign", "seed": prm.seed, "formula": "Δ̂ = α·S, α = mean|Δ|, S seeded ±1",
+                "equivalent_bytes": delta_bytes, "equivalent_of": "1-bit BitDelta (the same layout)",
+                "equivalent_bits_per_weight": 8 * delta_bytes / n_elements}
+
+
+def _effective_scale(inner: dict[str, tuple[float, float, float]],
+                     initial: dict[str, tuple[float, float, float]] | None) -> dict[str, Any]:
+    """λ* = <Δ̂, Δ>/<Δ, Δ> per matrix (matrices with Δ = 0 have none), its statistics, and pooled over all
+    matrices (Σ<Δ̂, Δ>/Σ<Δ, Δ>: the one ``scale=λ`` closest to this variant) with the pooled cosine."""
+
+    def summary(ips: dict[str, tuple[float, float, float]]) -> dict[str, Any]:
+        per = {n: hd / dd for n, (hd, dd, _) in ips.items() if dd > 0}
+        hd, dd, hh = (sum(x[i] for x in ips.values()) for i in range(3))
+        return {"pooled": hd / dd if dd > 0 else None,
+                "cosine": hd / math.sqrt(dd * hh) if dd > 0 and hh > 0 else None,
+                **_stats(list(per.values())), "per_matrix": per}
+
+    out = {"definition": "λ* = <Δ̂, Δ>/<Δ, Δ> (least-squares multiple of Δ closest to Δ̂)", **summary(inner)}
+    if initial is not None:
+        out["initial"] = summary(initial)  # BitDelta-Initial, before healing
+    return out
 
 
 def _is_int(text: str) -> bool:
