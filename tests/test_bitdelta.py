@@ -458,3 +458,17 @@ def test_package_reexports_and_codec_table():
         assert err < 0.6 * delta.abs().max(), mode  # a real reconstruction, not zeros
     with pytest.raises(ValueError, match="unknown delta mode"):
         bd.CompressedDelta("nope", {}, {"w": (2, 2)}, {"w": {}}).decode("w")
+
+
+def test_healing_stops_early_when_the_held_out_mse_flattens(env):
+    """lr ≈ 0 leaves the held-out MSE flat: patience=2 stops after two checks (10 steps), patience=0 never."""
+    flat = load_manifest(env.ctx.resolve(env.recipe + ",steps=40,batch=4,max_len=48,lr=1e-12,patience=2"))
+    h = flat["provenance"]["healing"]
+    assert h["steps_run"] == 10 and len(flat["loss_curve"]) == 10
+    assert [c["step"] for c in h["held_out_checks"]] == [0, 5, 10]
+    full = load_manifest(env.ctx.resolve(env.recipe + ",steps=40,batch=4,max_len=48,lr=1e-12,patience=0"))
+    assert full["provenance"]["healing"]["steps_run"] == 40 and full["provenance"]["healing"]["held_out_checks"] is None
+    learning = load_manifest(env.ctx.resolve(env.recipe + ",steps=40,batch=4,max_len=48,patience=2"))
+    hl = learning["provenance"]["healing"]
+    best = min(c["mse"] for c in hl["held_out_checks"])
+    assert hl["mse_after"] <= best * (1 + 1e-6)  # the best check's α's are the ones kept

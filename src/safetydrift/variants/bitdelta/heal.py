@@ -10,6 +10,13 @@ training the weights are plain parameters again, holding W_ref + Σ α_i·S_i wi
 ``mse_before``/``mse_after`` are the logit MSE on one held-out calibration batch (the last ``batch``
 texts, never trained on) when there are at least 2·batch texts; otherwise on a training batch, and
 :class:`HealResult` says so (``mse_held_out``).
+
+Early stopping (``patience`` > 0, held-out batch only): every ``check_every`` steps the held-out MSE is
+measured; healing stops when it has not fallen below (1 − ``min_gain``)·best for ``patience`` checks in a
+row, and the α's of the best check are kept. ``steps`` is then an upper bound. On the demo's fine-tune the
+held-out MSE flattens after about half of the 50 steps (the train loss falls 0.55 → 0.04 in 15 steps and
+then wanders around 0.02-0.03), so this is where a CPU build spends its time for nothing. Because the same
+batch decides when to stop, ``mse_after`` is then slightly optimistic; the curve records every check.
 """
 
 from __future__ import annotations
@@ -110,6 +117,8 @@ class HealResult:
     mse_before: float
     mse_after: float
     mse_held_out: bool = False  # mse_* measured on calibration texts never trained on
+    steps_run: int = 0  # optimizer steps taken (< steps when early stopping ended healing)
+    checks: list[dict[str, float]] | None = None  # held-out MSE at each early-stopping check
 
 
 def heal_scales(
@@ -126,6 +135,9 @@ def heal_scales(
     lr: float,
     seed: int,
     progress: bool = True,
+    patience: int = 0,
+    check_every: int = 5,
+    min_gain: float = 0.02,
 ) -> HealResult:
     """Scale distillation: train the α's only, min_α mean‖z_ft − z_α‖² on calibration text.
 
@@ -193,20 +205,39 @@ def heal_scales(
     student.train(False)
     batches = _batches(n_train, min(batch, n_train), seed)
     bar = tqdm(range(steps), desc="bitdelta healing", disable=not progress, leave=False)
+    stopping = patience > 0 and held_out
+    best, best_alphas, stale, steps_run = mse_before, None, 0, 0
+    checks: list[dict[str, float]] = [{"step": 0, "mse": mse_before}] if stopping else []
     for step in bar:
         loss = loss_on(next(batches))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+        steps_run = step + 1
         value = loss.detach().item()
         curve.append({"step": step, "loss": value})
         bar.set_postfix(loss=f"{value:.3e}")
+        if stopping and steps_run % check_every == 0:
+            with torch.no_grad():
+                mse = float(loss_on(fixed))
+            checks.append({"step": steps_run, "mse": mse})
+            if mse < (1.0 - min_gain) * best:
+                best, stale = mse, 0
+                best_alphas = {name: h.alpha.detach().clone() for name, h in healables.items()}
+            else:
+                stale += 1
+                if stale >= patience:
+                    break
     with torch.no_grad():
         mse_after = float(loss_on(fixed))
+        if best_alphas is not None and mse_after > best:  # back to the best check's α's
+            for name, h in healables.items():
+                h.alpha.copy_(best_alphas[name])
+            mse_after = float(loss_on(fixed))
     alphas = {name: h.alpha.detach().cpu().clone() for name, h in healables.items()}
     for name, h in healables.items():
         with torch.no_grad():
             detach_healable(student, name, h().detach())
-    return HealResult(alphas, curve, mse_before, mse_after, held_out)
+    return HealResult(alphas, curve, mse_before, mse_after, held_out, steps_run, checks or None)
 

@@ -23,7 +23,9 @@ Settings (``bitdelta:key=value,...``)
   rest=ft|ref   tensors not compressed (embeddings, norms, LM head, biases) come from the fine-tuned model
         (default, as BitDelta's code) or from the reference.
   heal=true|false (default true for 1-bit and masks; healing has nothing to train for bits/rank and the
-        controls, so ``heal=true`` with those is an error), steps=50, batch=4, max_len=128, lr=1e-4,
+        controls, so ``heal=true`` with those is an error), steps=50 (at most: ``patience=2`` stops
+        healing after 2 held-out checks, every 5 steps, without a 2% gain and keeps the best check's α's;
+        ``patience=0`` runs every step), batch=4, max_len=128, lr=1e-4,
         calib=64 (number of calibration texts), seed=0 (also seeds ``signs=random``). Counts must be
         >= 1 (steps >= 0); 0 is an error, not "the default".
   Fidelity (at most one; see :mod:`.codecs` for the maths):
@@ -103,7 +105,10 @@ class BitDeltaParams(Params):
     exclude: tuple[str, ...] = field(default=(), metadata=p("regexes of matrices to leave out"))
     rest: Literal["ft", "ref"] = field(default="ft", metadata=p("where uncompressed tensors come from"))
     heal: bool | None = field(default=None, metadata=p("train the 1-bit scales (default: true for 1-bit/masks)"))
-    steps: int = field(default=50, metadata=p("healing steps (0 = BitDelta-Initial)", ge=0))
+    steps: int = field(default=50, metadata=p("healing steps, at most (0 = BitDelta-Initial)", ge=0))
+    patience: int = field(default=2, metadata=p(
+        "early stopping: held-out checks (every 5 steps) without a 2% gain before healing stops; 0 = never",
+        ge=0))
     batch: int = field(default=4, metadata=p("healing batch size", ge=1))
     max_len: int = field(default=128, metadata=p("calibration tokens per text", ge=1))
     lr: float = field(default=1e-4, metadata=p("healing learning rate", gt=0))
@@ -264,12 +269,14 @@ class BitDelta(Transform):
             teacher, _ = load_hf(parent.path, device)
             texts = [render_calibration(x, tok) for x in calibration_items(prm.calib, prm.seed)]
             res = heal_scales(model, teacher, tok, ref_params, delta, texts, steps=prm.steps, batch=prm.batch,
-                              max_len=prm.max_len, lr=prm.lr, seed=prm.seed, progress=not self.ctx.quiet)
+                              max_len=prm.max_len, lr=prm.lr, seed=prm.seed, progress=not self.ctx.quiet,
+                              patience=prm.patience)
             del teacher
             for n, a in res.alphas.items():
                 delta.fields[n]["alpha"] = a.float().contiguous()
             curve = res.loss_curve
-            healing = {"enabled": True, "steps": prm.steps, "batch": prm.batch, "max_len": prm.max_len,
+            healing = {"enabled": True, "steps": prm.steps, "steps_run": res.steps_run, "patience": prm.patience,
+                       "held_out_checks": res.checks, "batch": prm.batch, "max_len": prm.max_len,
                        "lr": prm.lr, "schedule": "cosine", "optimizer": "AdamW(weight_decay=0)",
                        "calibration_texts": len(texts), "seed": prm.seed,
                        "mse_before": res.mse_before, "mse_after": res.mse_after,
