@@ -72,3 +72,12 @@ class Context:
         if key not in self._backends:
             self._backends[key] = open_backend(self.resolve(recipe), backend_spec, self)
         return self._backends[key]
+
+    def model_backend(self, model: ResolvedModel, backend_spec: str | None, open_new: Any) -> Backend:
+        """The backend of a resolved model's weights (not of its recipe): a guarded variant and the variant
+        it guards share one loaded model, and with it the backend's generation memo (a guard never changes
+        the model's answer to a prompt it lets through, so that answer is generated once)."""
+        key = f"weights|{model.kind}|{model.path}|{model.url}|{model.model_name}|{model.weights_sha256}|{backend_spec}"
+        if key not in self._backends:
+            self._backends[key] = open_new()
+        return self._backends[key]

@@ -15,9 +15,14 @@ DEFAULT_BACKEND = {"hf": "transformers", "gguf": "llamacpp", "openai": "openai"}
 
 
 def open_backend(model: ResolvedModel, backend_spec: str | None, ctx: Context) -> Backend:
+    """The backend for ``model``; the unwrapped model's backend is shared per weights through the context
+    (``Context.model_backend``), so a guarded variant reuses the loaded model it guards."""
+    from dataclasses import replace
+
     spec = parse_component(backend_spec or DEFAULT_BACKEND[model.kind])
     factory = registry.backends.get(spec.name)
-    backend = factory(model, spec, ctx)
+    bare = replace(model, wrappers=())
+    backend = ctx.model_backend(bare, backend_spec, lambda: factory(bare, spec, ctx))
     if model.wrappers:
         from safetydrift.guards.backend import wrap_backend
 

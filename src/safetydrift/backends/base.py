@@ -4,10 +4,16 @@ A backend that generates on this machine (transformers, llama.cpp, vLLM) only sa
 (``fit``) and how to generate a list of conversations that fit (``_generate_all``); this base turns a
 prompt too long for the context into one per-sample error and keeps each conversation's seed attached to
 it, so a batch's composition never changes what one conversation samples.
+
+It also memoises answers within a process: a conversation asked again with the same settings and the same
+seed (or greedily) gets the answer it got the first time, without generating. The guarded variant of a
+model asks exactly the questions its guard lets through, so its answers cost nothing when the unguarded
+variant ran first. Unseeded sampling is never memoised (two samples must differ), nor is a failed answer.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 from safetydrift.types import Conversation, Generation, GenerationConfig, PromptFit
@@ -38,6 +44,24 @@ class LocalBackend:
 
     def _generate(self, conversations: list[Conversation], config: GenerationConfig,
                   seeds: list[int] | None) -> list[Generation]:
+        if seeds is None and config.temperature > 0:
+            return self._generate_new(conversations, config, seeds)
+        memo: dict[str, Generation] = self.__dict__.setdefault("_memo", {})
+        keys = [_memo_key(c, config, None if seeds is None else seeds[i]) for i, c in enumerate(conversations)]
+        todo = [i for i, k in enumerate(keys) if k not in memo]
+        fresh: dict[int, Generation] = {}
+        if todo:
+            made = self._generate_new([conversations[i] for i in todo], config,
+                                      None if seeds is None else [seeds[i] for i in todo])
+            for i, g in zip(todo, made, strict=True):
+                fresh[i] = g
+                if g.ok:  # a failure is returned, never remembered: the next request tries again
+                    memo[keys[i]] = replace(g, meta=dict(g.meta))  # a copy: callers may annotate theirs
+        return [fresh[i] if i in fresh else replace(memo[k], meta={**memo[k].meta, "memo": True})
+                for i, k in enumerate(keys)]
+
+    def _generate_new(self, conversations: list[Conversation], config: GenerationConfig,
+                      seeds: list[int] | None) -> list[Generation]:
         from safetydrift.backends.context_window import fit_or_errors, generate_fitting
 
         fits = None
@@ -46,3 +70,10 @@ class LocalBackend:
         if seeds is not None and fits is not None:
             seeds = [s for s, f in zip(seeds, fits, strict=True) if f.ok]  # the conversations generated
         return generate_fitting(conversations, fits, lambda convs: self._generate_all(convs, config, seeds))
+
+
+def _memo_key(conversation: Conversation, config: GenerationConfig, seed: int | None) -> str:
+    import json
+    from dataclasses import asdict
+
+    return json.dumps([conversation, asdict(config), seed], sort_keys=True, default=str)
