@@ -438,19 +438,21 @@ def test_plan_for_a_known_config(tmp_path):
     (pl,) = plan_requests([req, direct], ctx, timer)
     assert isinstance(pl, AttackPlan) and pl.trees == 30 and (pl.items, pl.runs) == (2, 3)
     calls = {r.role: r.calls for r in pl.roles}
-    assert calls == {"attacker": Calls(180, 720), "evaluator": Calls(300, 300), "target": Calls(120, 120)}
+    # level 1's attacker proposals (2 per tree) and on-topic checks (2) are shared by the 5 variants (memo):
+    # counted once per item × run, so 4 variants × 6 trees × 2 fewer calls of each
+    assert calls == {"attacker": Calls(180 - 48, 720), "evaluator": Calls(300 - 48, 300), "target": Calls(120, 120)}
     assert {r.role: r.batch for r in pl.roles} == {"attacker": 12, "evaluator": 12, "target": 12}
-    assert pl.seconds() == (180 * 2.0 + 300 * 0.5 + 120 * 1.0, 720 * 2.0 + 300 * 0.5 + 120 * 1.0)
-    # roles timed at their token caps, on a batch of at most 8; the target on each variant's base model
-    assert ("attacker", "a1", 8, 120) in timed and ("evaluator", "e1", 8, 10) in timed
+    assert pl.seconds() == (132 * 2.0 + 252 * 0.5 + 120 * 1.0, 720 * 2.0 + 300 * 0.5 + 120 * 1.0)
+    # roles timed at their token caps, on a batch of at most 16; the target on each variant's base model
+    assert ("attacker", "a1", 12, 120) in timed and ("evaluator", "e1", 12, 10) in timed
     assert sorted(r for role, r, _, _ in timed if role == "target") == ["m1", "m3", "m4", "m5"]
     # timed on a batch shaped like the first level's: item 1's 3 runs × 2 branches, then item 2's
     systems = [c[0]["content"] for c in batches["attacker"]]
     assert len(set(systems[:6])) == 1 and len(set(systems[6:])) == 1 and systems[0] != systems[6]
-    assert len({c[-1]["content"] for c in batches["target"]}) == 8  # distinct prompts reach the target
+    assert len({c[-1]["content"] for c in batches["target"]}) == 12  # distinct prompts reach the target
     text = format_plan([pl], "kumar")
     assert "trees: 2 items × 3 runs × 5 variants = 30" in text
-    assert "estimated wall time: 10m30s expected, 28m30s at most" in text
+    assert "estimated wall time: 8m30s expected, 28m30s at most" in text
     counted = plan_requests([dataclasses.replace(req, attack=req.attack + ",lockstep=false")], ctx)
     assert counted[0].roles[0].batch == 2 and counted[0].seconds() is None  # no timer: counts only
     assert "nothing to plan" in format_plan([], "x")

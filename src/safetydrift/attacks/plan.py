@@ -14,7 +14,11 @@ Counts per tree and level k (``L_1`` = streams roots; b = branching, w = width, 
     leaves     L_{k+1} = min(w, T_k)  (PAIR: no width limit)
 
 "Expected" is the full tree to depth d with every first attempt valid and every prompt on-topic: a search
-that is jailbroken early, or whose branches are dropped, costs less. Time is estimated per role as
+that is jailbroken early, or whose branches are dropped, costs less. The first level's attacker proposals
+and on-topic checks do not depend on the target (the same goal, the same seeds, no answer yet), so with
+several variants they are generated once and answered from the backend's memo for the others: "expected"
+counts them once per (item, run). A guarded variant run beside the model it guards also reuses every
+answer its guard lets through unchanged; that saving depends on the guard and is not counted. Time is estimated per role as
 conversations × seconds per conversation, measured (``Calibrator``) on a batch of real prompts of that
 role (the batch the search would send, at most 8): the prompt time, plus the time of one decoding step
 times the role's token cap, so it assumes every generation runs to its cap. A variant's target
@@ -40,7 +44,7 @@ if TYPE_CHECKING:
     from safetydrift.runner import EvalRequest
 
 ROLES: tuple[Role, ...] = ("attacker", "evaluator", "target")
-CAL_BATCH = 8  # conversations per calibration call, at most
+CAL_BATCH = 16  # conversations per calibration call, at most (llama.cpp's default batch)
 CAL_TOKENS = 8  # extra tokens generated to time one decoding step
 
 
@@ -179,11 +183,17 @@ def _plan_one(attack: TapAttack, req: EvalRequest, items: list[Any], ctx: Contex
         "evaluator": ([prm.evaluator], prm.evaluator_backend),
         "target": (list(req.models), req.backend),
     }
+    # level-1 attacker proposals and on-topic checks are the same for every variant: generated once (memo)
+    shared = {"attacker": level["attacker"], "evaluator": level["evaluator"] if cfg.prune_off_topic else 0,
+              "target": 0}
     roles = []
     for role in ROLES:
         models, backend = players[role]
         batch = level[role] * together
-        rp = RolePlan(role, models, gens[role].max_new_tokens, per_tree[role] * trees, batch)
+        calls = per_tree[role] * trees
+        saved = shared[role] * trees_per_model * (len(req.models) - 1)
+        calls = Calls(calls.expected - saved, calls.upper)
+        rp = RolePlan(role, models, gens[role].max_new_tokens, calls, batch)
         if timer is not None:
             bases = list(dict.fromkeys(str(parse_recipe(m).model) for m in models))
             convs = [sample(role, j) for j in range(max(1, min(batch, CAL_BATCH)))]
@@ -221,7 +231,9 @@ class Calibrator:
             out = run_call(backend, batch, gen.replace(max_new_tokens=tokens), seeds[: len(batch)])
             return time.perf_counter() - t0, max((g.n_tokens for g in out if g.ok), default=0)
 
-        timed(convs[:1], 1)  # warm-up: lazy initialisation is not part of the per-call cost
+        # warm-up (lazy initialisation is not part of the per-call cost) on a question of its own: one of
+        # ``convs`` would be answered from the backend's memo in the timed call
+        timed([[{"role": "user", "content": "Say hello."}]], 1)
         prompt_s, _ = timed(convs, 1)
         extra = min(CAL_TOKENS, max(gen.max_new_tokens - 1, 0))
         step_s = 0.0
