@@ -205,7 +205,11 @@ def train_sft(
     )
     ctx.log(f"training ({cfg.method}, {cfg.resolved_precision()}) on {len(rows)} examples, "
             f"{steps_per_epoch} steps/epoch × {cfg.epochs:g} epochs")
+    import time
+
+    t0 = time.perf_counter()
     trainer.train()
+    train_s = time.perf_counter() - t0
     if cfg.method == "lora":
         model = model.merge_and_unload()
     model.eval()
@@ -217,6 +221,9 @@ def train_sft(
     import shutil
 
     shutil.rmtree(out_dir / "trainer", ignore_errors=True)
-    info = {"examples": len(rows), "trainable_parameters": int(trainable), "sft": cfg.to_dict()}
+    steps = int(trainer.state.global_step)
+    info = {"examples": len(rows), "trainable_parameters": int(trainable), "sft": cfg.to_dict(),
+            "train_seconds": round(train_s, 1), "steps": steps,
+            "seconds_per_step": round(train_s / steps, 2) if steps else None}
     return hf_dir, curve, info
 
