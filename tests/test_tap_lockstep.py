@@ -23,6 +23,7 @@ from safetydrift.attacks.plan import (
 from safetydrift.attacks.tap import PairAttack, TapAttack
 from safetydrift.attacks.tap_lockstep import conversation_seed, lockstep, run_call
 from safetydrift.attacks.tap_tree import TapConfig, TapSearch
+from safetydrift.backends.base import LocalBackend
 from safetydrift.context import Context
 from safetydrift.llamacpp.prefix import PrefixCache, decoded_tokens, prefill_plan
 from safetydrift.spec import parse_component
@@ -586,3 +587,43 @@ def test_calibrator_separates_prompt_time_from_decoding_steps(tmp_path, monkeypa
     per_call = plan_mod.Calibrator(ctx)("attacker", "m", None, convs, gen)
     assert per_call == pytest.approx((4 * 1000 * 0.001 + 100 * 0.5) / 4)
     assert plan_mod.Calibrator(ctx)("evaluator", "m", None, convs, gen.replace(max_new_tokens=1)) == pytest.approx(1.0)
+
+
+class MemoFake(LocalBackend):
+    """A seeded fake on the real ``LocalBackend`` path, so a repeated question is answered from its memo;
+    ``made`` counts the conversations actually generated."""
+
+    name = "memo-fake"
+
+    def __init__(self, reply: Any) -> None:
+        self.reply, self.made = reply, 0
+
+    def _generate_all(self, convs: list[Conversation], config: GenerationConfig,
+                      seeds: list[int] | None = None) -> list[Generation]:
+        self.made += len(convs)
+        return [Generation(text=self.reply(c, s, config))
+                for c, s in zip(convs, seeds or [config.seed] * len(convs), strict=True)]
+
+    def provenance(self) -> dict:
+        return {"backend": self.name}
+
+
+def test_level_one_is_generated_once_for_all_variants(tmp_path):
+    """What --plan counts: the first level's attacker proposals and on-topic checks do not depend on the
+    target, so a second variant gets them from the memo; everything after level 1 is its own."""
+    spec = "tap:attacker=fake-attacker,evaluator=fake-evaluator,branching=2,width=2,depth=2,runs=2,max_json_retries=0"
+    attacker = MemoFake(lambda c, s, g: attacker_text(c, s))
+    evaluator = MemoFake(lambda c, s, g: evaluator_text(c))
+    ctx = make_ctx(tmp_path, attacker, evaluator)
+    attack = registry.attacks.get("tap")(parse_component(spec), ctx)
+    items = [Item.make(g, target=f"Sure, here is: {g}") for g in GOALS]
+    one = SeededFake(lambda c, s, g: "ECHO " + c[-1]["content"][:20])
+    list(attack.execute(attack.units(items), one, GenerationConfig(seed=11)))
+    first = (attacker.made, evaluator.made)
+    other = SeededFake(lambda c, s, g: "OTHER " + c[-1]["content"][::-1][:20])  # another target variant
+    list(attack.execute(attack.units(items), other, GenerationConfig(seed=11)))
+    trees = len(GOALS) * 2
+    assert attacker.made - first[0] <= first[0] - 2 * trees  # level 1 (2 proposals per tree) was not redone
+    # nor its on-topic checks (2 per tree when both proposals are valid JSON; some here are not)
+    assert evaluator.made - first[1] <= first[1] - trees
+    assert attacker.made > first[0]  # level 2 depends on the target's answers: generated again
