@@ -367,3 +367,11 @@ def test_extra_buffer_types_are_off_only_while_loading() -> None:
     assert inner.llama_model_default_params().use_extra_bufts is True
     with model_params_without_extra_buffers(fake, disable=False):
         assert inner.llama_model_default_params().use_extra_bufts is True
+
+
+def test_niced_work_does_not_count_as_busy_for_a_normal_priority_process():
+    from safetydrift.llamacpp.runtime import busy_ticks
+
+    line = [100.0, 50.0, 10.0, 800.0, 5.0, 1.0, 1.0]  # user nice system idle iowait irq softirq
+    assert busy_ticks(line, skip_nice=False) == 100 + 50 + 10 + 1 + 1
+    assert busy_ticks(line, skip_nice=True) == 100 + 10 + 1 + 1

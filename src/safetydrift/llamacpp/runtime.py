@@ -60,14 +60,20 @@ def default_threads() -> int:
 
 def _others_busy_cores(interval: float = 0.25) -> float | None:
     """Cores kept busy by *other* processes over ``interval`` seconds: machine-wide busy time from
-    /proc/stat minus this process's own CPU time."""
+    /proc/stat minus this process's own CPU time.
+
+    Time of niced processes (/proc/stat's ``nice`` column) is not counted when this process runs at normal
+    priority: the scheduler gives our threads the core whenever they want it, so low-priority work (a
+    ``nice -n 19`` job) does not make llama.cpp's spinning threads wait, and counting it would halve the
+    threads for nothing."""
     import time
+
+    skip_nice = os.nice(0) <= 0
 
     def sample() -> tuple[float, float, float]:
         with open("/proc/stat") as f:
             vals = [float(x) for x in f.readline().split()[1:]]
-        idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)  # idle + iowait
-        return sum(vals) - idle, time.monotonic(), time.process_time()
+        return busy_ticks(vals, skip_nice), time.monotonic(), time.process_time()
 
     try:
         tick = float(os.sysconf("SC_CLK_TCK"))
@@ -80,6 +86,13 @@ def _others_busy_cores(interval: float = 0.25) -> float | None:
     if wall <= 0:
         return None
     return max(0.0, ((b1 - b0) / tick - (p1 - p0)) / wall)
+
+
+def busy_ticks(vals: list[float], skip_nice: bool) -> float:
+    """Busy ticks of /proc/stat's ``cpu`` line (user nice system idle iowait …): all but idle and iowait,
+    and without ``nice`` when ``skip_nice``."""
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)
+    return sum(vals) - idle - (vals[1] if skip_nice else 0.0)
 
 
 def llama_cpp_python_version() -> str | None:
