@@ -224,9 +224,17 @@ class Calibrator:
             return self._memo[key]
         backend = self.ctx.backend(recipe, backend_spec)
         seeds = [conversation_seed(gen.seed, k) for k in range(len(convs))]
-        short: list[Conversation] = [[{"role": "user", "content": "Tell me a long story about a cat."}]] * len(convs)
+        # two different short prompts for the 1-token and the longer call: with one prompt, the engine's prompt
+        # cache would serve the second call's prefill and hide the decoding steps' cost in it
+        def short(animal: str) -> list[Conversation]:
+            return [[{"role": "user", "content": f"{animal}: tell me a long story about one."}]] * len(convs)
+
+        from safetydrift.guards.backend import unwrap
+
+        forget = getattr(unwrap(backend), "forget", lambda: None)  # roles share backends, and so memos
 
         def timed(batch: list[Conversation], tokens: int) -> tuple[float, int]:
+            forget()
             t0 = time.perf_counter()
             out = run_call(backend, batch, gen.replace(max_new_tokens=tokens), seeds[: len(batch)])
             return time.perf_counter() - t0, max((g.n_tokens for g in out if g.ok), default=0)
@@ -238,8 +246,8 @@ class Calibrator:
         extra = min(CAL_TOKENS, max(gen.max_new_tokens - 1, 0))
         step_s = 0.0
         if extra:
-            one_s, _ = timed(short, 1)
-            more_s, produced = timed(short, 1 + extra)
+            one_s, _ = timed(short("Cats"), 1)
+            more_s, produced = timed(short("Dogs"), 1 + extra)
             step_s = max(more_s - one_s, 0.0) / max(produced - 1, 1)
         per_call = (prompt_s + (gen.max_new_tokens - 1) * step_s) / len(convs)
         self.log(f"plan: {role} {recipe}: {per_call:.2f} s per conversation at batch {len(convs)} "

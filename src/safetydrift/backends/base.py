@@ -42,6 +42,10 @@ class LocalBackend:
         sampling = config.temperature > 0 or not self.seeds_only_when_sampling
         return self._generate(conversations, config, list(seeds) if sampling else None)
 
+    def forget(self) -> None:
+        """Drop the remembered answers (a timing run must generate, not recall)."""
+        self.__dict__.pop("_memo", None)
+
     def _generate(self, conversations: list[Conversation], config: GenerationConfig,
                   seeds: list[int] | None) -> list[Generation]:
         if seeds is None and config.temperature > 0:
