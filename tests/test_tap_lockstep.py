@@ -584,9 +584,22 @@ def test_calibrator_separates_prompt_time_from_decoding_steps(tmp_path, monkeypa
     ctx._backends["m|None"] = Timed(lambda *a: "")
     convs = [[{"role": "user", "content": "p" * 1000}]] * 4
     gen = GenerationConfig(max_new_tokens=101, temperature=1.0)
-    per_call = plan_mod.Calibrator(ctx)("attacker", "m", None, convs, gen)
-    assert per_call == pytest.approx((4 * 1000 * 0.001 + 100 * 0.5) / 4)
-    assert plan_mod.Calibrator(ctx)("evaluator", "m", None, convs, gen.replace(max_new_tokens=1)) == pytest.approx(1.0)
+    expected, most = plan_mod.Calibrator(ctx)("attacker", "m", None, convs, gen)
+    assert expected == most == pytest.approx((4 * 1000 * 0.001 + 100 * 0.5) / 4)  # every answer runs to its cap
+    assert plan_mod.Calibrator(ctx)("evaluator", "m", None, convs, gen.replace(max_new_tokens=1)) == pytest.approx((1.0, 1.0))
+
+    class Stops(SeededFake):
+        """The same costs, but the model ends its answers after 21 tokens (EOS) when allowed more."""
+
+        def generate_seeded(self, convs, config, seeds):
+            n = min(config.max_new_tokens, 21)
+            clock["t"] += 0.001 * sum(len(c[-1]["content"]) for c in convs) + 0.5 * (n - 1)
+            return [Generation(text="x", n_tokens=n) for _ in convs]
+
+    ctx._backends["s|None"] = Stops(lambda *a: "")
+    expected, most = plan_mod.Calibrator(ctx)("target", "s", None, convs, gen)
+    assert expected == pytest.approx((4 * 1000 * 0.001 + 20 * 0.5) / 4)  # what a real call costs
+    assert most == pytest.approx((4 * 1000 * 0.001 + 100 * 0.5) / 4)  # the cap, for the upper bound
 
 
 class MemoFake(LocalBackend):

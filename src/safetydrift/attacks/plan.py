@@ -20,8 +20,10 @@ several variants they are generated once and answered from the backend's memo fo
 counts them once per (item, run). A guarded variant run beside the model it guards also reuses every
 answer its guard lets through unchanged; that saving depends on the guard and is not counted. Time is estimated per role as
 conversations × seconds per conversation, measured (``Calibrator``) on a batch of real prompts of that
-role (the batch the search would send, at most 8): the prompt time, plus the time of one decoding step
-times the role's token cap, so it assumes every generation runs to its cap. A variant's target
+role (the batch the search would send, at most 16). "Expected" uses one real call at the role's token cap
+(answers stop where the model stops: an aligned target's refusal or an evaluator's "[[YES]]" is a few
+tokens, not the cap); "at most" uses the prompt time plus one decoding step times the cap, as if every
+generation ran to its cap. A variant's target
 is timed on its recipe's base model (``--plan`` builds nothing), so a quantized or guarded variant may run
 faster or slower than estimated. Other attacks, builds and the utility evaluations are not estimated.
 """
@@ -94,13 +96,15 @@ class RolePlan:
     tokens: int  # new tokens per conversation, at most
     calls: Calls  # all trees of the request
     batch: int  # conversations in one level request (all trees of a variant in lockstep, else one tree)
-    seconds_per_call: float | None = None  # calibrated; None = not measured
+    seconds_per_call: float | None = None  # calibrated on a real call; None = not measured
+    seconds_per_call_max: float | None = None  # every generation to its token cap
     timed_on: list[str] = field(default_factory=list)  # the models actually timed
 
     def seconds(self) -> tuple[float, float] | None:
         if self.seconds_per_call is None:
             return None
-        return self.calls.expected * self.seconds_per_call, self.calls.upper * self.seconds_per_call
+        worst = self.seconds_per_call_max if self.seconds_per_call_max is not None else self.seconds_per_call
+        return self.calls.expected * self.seconds_per_call, self.calls.upper * worst
 
 
 @dataclass
@@ -125,8 +129,9 @@ class AttackPlan:
         return sum(p[0] for p in parts if p), sum(p[1] for p in parts if p)
 
 
-#: (role, recipe, backend spec, conversations, generation settings) -> seconds per conversation
-RoleTimer = Callable[[Role, str, "str | None", list[Conversation], GenerationConfig], float]
+#: (role, recipe, backend spec, conversations, generation settings) -> seconds per conversation, or
+#: (expected, at most) seconds per conversation
+RoleTimer = Callable[[Role, str, "str | None", list[Conversation], GenerationConfig], "float | tuple[float, float]"]
 
 
 def plan_requests(
@@ -197,7 +202,10 @@ def _plan_one(attack: TapAttack, req: EvalRequest, items: list[Any], ctx: Contex
         if timer is not None:
             bases = list(dict.fromkeys(str(parse_recipe(m).model) for m in models))
             convs = [sample(role, j) for j in range(max(1, min(batch, CAL_BATCH)))]
-            rp.seconds_per_call = sum(timer(role, b, backend, convs, gens[role]) for b in bases) / len(bases)
+            times = [timer(role, b, backend, convs, gens[role]) for b in bases]
+            pairs = [t if isinstance(t, tuple) else (t, t) for t in times]
+            rp.seconds_per_call = sum(e for e, _ in pairs) / len(pairs)
+            rp.seconds_per_call_max = sum(m for _, m in pairs) / len(pairs)
             rp.timed_on = bases
         roles.append(rp)
     return AttackPlan(str(attack.spec), req.dataset, len(items), prm.runs, list(req.models), prm.lockstep,
@@ -213,10 +221,10 @@ class Calibrator:
 
     def __init__(self, ctx: Context, log: Callable[[str], None] | None = None) -> None:
         self.ctx, self.log = ctx, log or ctx.log
-        self._memo: dict[tuple[Any, ...], float] = {}
+        self._memo: dict[tuple[Any, ...], tuple[float, float]] = {}
 
     def __call__(self, role: Role, recipe: str, backend_spec: str | None, convs: list[Conversation],
-                 gen: GenerationConfig) -> float:
+                 gen: GenerationConfig) -> tuple[float, float]:
         from safetydrift.attacks.tap_lockstep import run_call
 
         key = (recipe, backend_spec, gen.max_new_tokens, gen.temperature, len(convs), len(str(convs[0])))
@@ -233,11 +241,14 @@ class Calibrator:
 
         forget = getattr(unwrap(backend), "forget", lambda: None)  # roles share backends, and so memos
 
+        made: list[int] = []
+
         def timed(batch: list[Conversation], tokens: int) -> tuple[float, int]:
             forget()
             t0 = time.perf_counter()
             out = run_call(backend, batch, gen.replace(max_new_tokens=tokens), seeds[: len(batch)])
-            return time.perf_counter() - t0, max((g.n_tokens for g in out if g.ok), default=0)
+            made[:] = [g.n_tokens for g in out if g.ok]
+            return time.perf_counter() - t0, max(made, default=0)
 
         # warm-up (lazy initialisation is not part of the per-call cost) on a question of its own: one of
         # ``convs`` would be answered from the backend's memo in the timed call
@@ -249,11 +260,15 @@ class Calibrator:
             one_s, _ = timed(short("Cats"), 1)
             more_s, produced = timed(short("Dogs"), 1 + extra)
             step_s = max(more_s - one_s, 0.0) / max(produced - 1, 1)
-        per_call = (prompt_s + (gen.max_new_tokens - 1) * step_s) / len(convs)
+        at_cap = (prompt_s + (gen.max_new_tokens - 1) * step_s) / len(convs)
+        real_s, _ = timed(convs, gen.max_new_tokens)  # one real call: answers end where the model ends them
+        per_call = real_s / len(convs)
+        mean_tokens = sum(made) / len(made) if made else 0.0
         self.log(f"plan: {role} {recipe}: {per_call:.2f} s per conversation at batch {len(convs)} "
-                 f"(prompt {prompt_s:.2f} s, {step_s * 1000:.0f} ms per step)")
-        self._memo[key] = per_call
-        return per_call
+                 f"(a real call: {mean_tokens:.0f} of {gen.max_new_tokens} tokens on average; "
+                 f"{at_cap:.2f} s at the cap: prompt {prompt_s:.2f} s, {step_s * 1000:.0f} ms per step)")
+        self._memo[key] = (per_call, max(per_call, at_cap))
+        return self._memo[key]
 
 
 def requests_for(exp: Any) -> list[EvalRequest]:
