@@ -23,22 +23,22 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from safetydrift.errors import DataError, SafetyDriftError
+from safetydrift.judges.cv import Row, assign_folds, binary_metrics, rows_sha256, save_card
 from safetydrift.judges.trained import (
-    CARD_FILE,
     DATA_DIR,
+    FEATURES_LR,
     MODELS,
     SEMANTICS,
     WEIGHTS_FILE,
@@ -50,6 +50,8 @@ from safetydrift.judges.trained import (
 )
 from safetydrift.judges.validate import parse_label
 
+__all__ = ["Row", "assign_folds", "binary_metrics", "rows_sha256", "save_card"]  # re-exported from judges.cv
+
 if TYPE_CHECKING:
     from safetydrift.context import Context
 
@@ -58,15 +60,6 @@ DEFAULTS: dict[str, HyperParams] = {
     "cross-encoder": HyperParams(layers=2, rank=8, max_tokens=256, epochs=4, lr=3e-4, batch=16),
     "lm-scorer": HyperParams(layers=4, rank=8, max_tokens=192, epochs=3, lr=3e-4, batch=8),
 }
-
-
-@dataclass(frozen=True)
-class Row:
-    request: str
-    response: str
-    label: int
-    source: str = ""
-    weight: float = 1.0
 
 
 # -------------------------------------------------------------------------------------------- data
@@ -110,50 +103,7 @@ def read_rows(path: Path, label_column: str | None, semantic: str,
     return rows, column
 
 
-def rows_sha256(rows: Sequence[Row]) -> str:
-    """A hash of exactly what was trained on (order included), independent of file formatting."""
-    h = hashlib.sha256()
-    for r in rows:
-        h.update(json.dumps(asdict(r), sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n")
-    return h.hexdigest()
-
-
-def assign_folds(requests: Sequence[str], k: int, seed: int = 0) -> list[int]:
-    """A fold per row, by request: groups in a seeded hash order, each to the currently smallest fold."""
-    if k < 2:
-        raise SafetyDriftError(f"--cv needs at least 2 folds, got {k}")
-    groups: dict[str, list[int]] = {}
-    for i, q in enumerate(requests):
-        groups.setdefault(q, []).append(i)
-    if len(groups) < k:
-        raise SafetyDriftError(f"cross-validation with {k} folds needs ≥ {k} distinct requests, got {len(groups)}")
-    order = sorted(groups, key=lambda q: hashlib.sha256(f"{seed}:{q}".encode()).hexdigest())
-    sizes = [0] * k
-    fold = [0] * len(requests)
-    for q in order:
-        f = min(range(k), key=lambda j: (sizes[j], j))
-        for i in groups[q]:
-            fold[i] = f
-        sizes[f] += len(groups[q])
-    return fold
-
-
 # ------------------------------------------------------------------------------------------ metrics
-def binary_metrics(y: Sequence[int], pred: Sequence[int]) -> dict[str, float | int | None]:
-    from safetydrift.stats import cohen_kappa
-
-    t, q = np.asarray(y, dtype=bool), np.asarray(pred, dtype=bool)
-    tp, fp, tn, fn = int(np.sum(t & q)), int(np.sum(~t & q)), int(np.sum(~t & ~q)), int(np.sum(t & ~q))
-    rec = tp / (tp + fn) if tp + fn else None
-    spec = tn / (tn + fp) if tn + fp else None
-    kappa = cohen_kappa(t.astype(int).tolist(), q.astype(int).tolist())
-    return {"n": len(t), "accuracy": round((tp + tn) / len(t), 4) if len(t) else None,
-            "kappa": None if kappa is None else round(kappa, 4),
-            "f1": round(2 * tp / (2 * tp + fp + fn), 4) if tp + fp + fn else None,
-            "balanced_accuracy": None if rec is None or spec is None else round((rec + spec) / 2, 4),
-            "tp": tp, "fp": fp, "tn": tn, "fn": fn}
-
-
 # ----------------------------------------------------------------------------------------- training
 def pad_hidden(rows: list[Any]) -> Any:
     """Per-row hidden states [T_i, H] → one zero-padded [B, T, H] tensor (padding on the right)."""
@@ -178,15 +128,6 @@ def hidden_rows(model: PairModel, encoded: list[list[int]], batch: int = 32) -> 
 def state(model: PairModel) -> dict[str, Any]:
     """A copy of the trained tensors (sorted by name: the weights file is byte-stable)."""
     return {n: prm.detach().clone().contiguous() for n, prm in sorted(model.trainable().items())}
-
-
-def save_card(card: Card, directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / CARD_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(asdict(card), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
 
 
 def _batches(rng: np.random.Generator, idx: np.ndarray, lengths: Sequence[int], batch: int) -> list[np.ndarray]:
@@ -353,7 +294,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--train", required=True, help="CSV or JSONL with request, response and a 0/1 label")
     ap.add_argument("--label-column", default=None, help="default: the semantic's column if present, else label")
     ap.add_argument("--extra-jsonl", action="append", default=[], help="more rows {request, response, label}")
-    ap.add_argument("--model", default="cross-encoder", choices=sorted(MODELS))
+    ap.add_argument("--model", default="cross-encoder", choices=sorted([*MODELS, FEATURES_LR]),
+                    help=f"{FEATURES_LR}: a logistic head over judges/refusal_features.py (refusal only; C and the "
+                         "number of embedding components chosen by the grouped CV)")
     ap.add_argument("--out", required=True, help="card directory, or a card name for judges/data/<name>")
     ap.add_argument("--cv", type=int, default=5, help="folds grouped by request (0: no cross-validation)")
     ap.add_argument("--seed", type=int, default=0)
@@ -397,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser().parse_args(argv)
     try:
-        hp = hyperparams(args)
+        hp = hyperparams(args) if args.model != FEATURES_LR else HyperParams(seed=args.seed)
         sw = _weights(args.weight_source)
         path = Path(args.train)
         rows, column = read_rows(path, args.label_column, args.semantic, sw)
@@ -412,9 +355,16 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context()
         print(f"training {args.semantic} / {args.model} on {len(rows) + len(extra)} rows ({column!r}), "
               f"hyper-parameters {json.dumps(asdict(hp))}", file=sys.stderr)
-        card = train_card(args.semantic, args.model, rows + extra, hp, out, ctx, cv=args.cv,
-                          threshold=args.threshold, status=args.status, name=args.name, train_info=info,
-                          log=lambda m: print(m, file=sys.stderr))
+        if args.model == FEATURES_LR:
+            from safetydrift.judges.train_head import train_feature_card
+
+            card = train_feature_card(args.semantic, rows + extra, out, cv=args.cv or 5, threshold=args.threshold,
+                                      status=args.status, name=args.name, train_info=info, seed=args.seed,
+                                      log=lambda m: print(m, file=sys.stderr))
+        else:
+            card = train_card(args.semantic, args.model, rows + extra, hp, out, ctx, cv=args.cv,
+                              threshold=args.threshold, status=args.status, name=args.name, train_info=info,
+                              log=lambda m: print(m, file=sys.stderr))
         if args.notes:
             card.notes = args.notes
             save_card(card, out)
