@@ -224,7 +224,7 @@ ENGINES: dict[str, Callable[..., Margins]] = {"hf": _hf, "gguf": _gguf}
 
 
 def refusal_margins(resolved_model: ResolvedModel, items: Sequence[Item], ctx: Context, *,
-                    system_prompt: str | None = None, batch_size: int = 8, progress: Progress | None = None,
+                    system_prompt: str | None = None, batch_size: int = 32, progress: Progress | None = None,
                     hf_tokenizer: Path | None = None) -> Margins:
     """m(x) for every item (by id) under one model, loaded once and released after (see the module docstring).
 

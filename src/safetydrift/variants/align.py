@@ -25,6 +25,9 @@ from safetydrift.variants.base import BuildResult, Transform
 from safetydrift.variants.sft import SFTConfig, train_sft
 
 EVAL_SIMILARITY = 0.5  # benign training prompts this close to a `benign` eval prompt are dropped
+# conversations per self-distillation batch: greedy answers can differ in the last bits with the batch's padding,
+# so it is part of the cache key (64: the transformers backend's default, 1.5x faster than 16 on 2 cores)
+DISTILL_BATCH = 64
 
 
 def benign_training_prompts(n_general: int, n_task: int, seed: int) -> list[tuple[str, str]]:
@@ -87,6 +90,7 @@ class Align(Transform):
             "harmful_sha256": sha256_json(self._harmful_examples()),
             "benign_prompts_sha256": sha256_json(self._benign_prompts()),
             "precision": self.params.resolved_precision(),
+            "distill_batch": DISTILL_BATCH,
         }
 
     def _distill(self, parent: ResolvedModel, prompts: list[tuple[str, str]]) -> list[str]:
@@ -98,11 +102,12 @@ class Align(Transform):
         from safetydrift.store import atomic_write_text
 
         st = self.params
-        key = sha256_json({"parent": parent.weights_sha256, "prompts": prompts, "tokens": st.distill_tokens})
+        key = sha256_json({"parent": parent.weights_sha256, "prompts": prompts, "tokens": st.distill_tokens,
+                           "batch": DISTILL_BATCH})
         path = self.ctx.cache_dir / "distill" / f"{key[:24]}.json"
         if path.exists():
             return list(json.loads(path.read_text()))
-        backend = TransformersBackend(parent, parse_component("transformers:batch=16"), self.ctx)
+        backend = TransformersBackend(parent, parse_component(f"transformers:batch={DISTILL_BATCH}"), self.ctx)
         self.ctx.log(f"align: distilling the parent's answers to {len(prompts)} benign prompts")
         gens = backend.generate(
             [[{"role": "user", "content": p}] for p, _ in prompts],
