@@ -143,3 +143,17 @@ def test_bad_expectations(raw: dict, msg: str) -> None:
         parse_expectations([raw], NAMES, "t")
     with pytest.raises(DataError, match="list"):
         parse_expectations({"variant": "ft"}, NAMES, "t")
+
+
+def test_utility_loss_uses_multiple_choice_when_both_have_it() -> None:
+    from safetydrift.expectations import _utility_check
+    from safetydrift.records import Expectation
+
+    e = Expectation(variant="v", asr="down", max_utility_loss=0.10)
+    ref = UtilityRow(variant="r", benign_task_acc=0.0, benign_task_n=50, mc_acc=0.70)
+    ok = _utility_check(e, UtilityRow(variant="v", benign_task_acc=0.0, benign_task_n=50, mc_acc=0.66), ref)
+    bad = _utility_check(e, UtilityRow(variant="v", benign_task_acc=0.0, benign_task_n=50, mc_acc=0.56), ref)
+    assert ok["utility_loss"] == pytest.approx(0.04 / 0.70) and "holds" in str(ok["utility_verdict"]).lower()
+    assert bad["utility_loss"] == pytest.approx(0.14 / 0.70) and "holds" not in str(bad["utility_verdict"]).lower()
+    floor = _utility_check(e, UtilityRow(variant="v", benign_task_acc=0.0, benign_task_n=50), ref)
+    assert "benign-task" in str(floor["utility_verdict"])  # without MC on both sides: benign-task, never mixed

@@ -234,15 +234,17 @@ def _extreme(e: Expectation, v: Declared, rates: dict[str, float], ru: str | Non
 
 def _utility_check(e: Expectation, u: UtilityRow | None, r: UtilityRow | None) -> dict[str, Any]:
     """The utility fields of a check: the variant's and its reference's, and the bound's verdict."""
-    acc = u.benign_task_acc if u else None
-    ref_acc = r.benign_task_acc if r else None
+    # the multiple-choice accuracy when the run measured it (off the floor), else benign-task's; never mixed
+    use_mc = bool(u and r and u.mc_acc is not None and r.mc_acc is not None)
+    acc = (u.mc_acc if use_mc else u.benign_task_acc) if u else None
+    ref_acc = (r.mc_acc if use_mc else r.benign_task_acc) if r else None
     loss = (ref_acc - acc) / ref_acc if acc is not None and ref_acc else None
     verdict = None
     if e.max_utility_loss is not None:
         if acc is None or ref_acc is None:
-            verdict = f"{UNMEASURED}: no benign-task accuracy"
+            verdict = f"{UNMEASURED}: no task accuracy (benign-task or multiple choice)"
         elif ref_acc == 0 or loss is None:
-            verdict = f"{UNMEASURED}: the reference scores 0 on benign-task"
+            verdict = f"{UNMEASURED}: the reference scores 0 on {'multiple choice' if use_mc else 'benign-task'}"
         else:
             ok = loss <= e.max_utility_loss
             if loss > 0:

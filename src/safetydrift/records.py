@@ -303,7 +303,8 @@ class VariantSummary(_Row):
 
 @dataclass(frozen=True, kw_only=True)
 class UtilityRow(_Row):
-    """What a variant costs on benign work (task accuracy, over-refusal, ppl, KL) and its refusal margin."""
+    """What a variant costs on benign work (task accuracy, multiple-choice accuracy, over-refusal, ppl, KL) and
+    its refusal margin."""
 
     variant: str
     benign_task_acc: float | None = None
@@ -319,9 +320,22 @@ class UtilityRow(_Row):
     margin_p: float | None = None  # two-sided Wilcoxon signed-rank (margin_meta["test"]: exact or normal)
     margin_p_holm: float | None = None  # Holm over the run's margin tests only (not the ASR family)
     margin_meta: Mapping[str, Any] | None = None  # open details: engine, test, pairs, prompts at the floor
-    # not measured (margin off, an endpoint): no margin keys at all, as in files written before margins existed
+    # log-likelihood multiple choice on mc-utility (analysis/mc.py): accuracy, length-normalised accuracy
+    mc_acc: float | None = None
+    mc_acc_ci: tuple[float, float] | None = None  # Wilson 95%
+    mc_acc_norm: float | None = None
+    mc_acc_norm_ci: tuple[float, float] | None = None
+    mc_n: int = 0
+    mc_chance: float | None = None  # mean of 1/choices: the accuracy of a guess
+    mc_diff: float | None = None  # mc_acc − the reference's, on the same items
+    mc_diff_ci: tuple[float, float] | None = None  # paired bootstrap 95% CI
+    mc_p: float | None = None  # McNemar exact, two-sided (not in the ASR Holm family)
+    mc_meta: Mapping[str, Any] | None = None  # format, engine, per-skill accuracies, seconds, items/s
+    # not measured (margin or mc off, an endpoint): no such keys at all, as in files written before they existed
     _omit_if_none: ClassVar[frozenset[str]] = frozenset({
-        "refusal_margin", "refusal_margin_n", "margin_diff", "margin_diff_ci", "margin_p", "margin_p_holm", "margin_meta"})
+        "refusal_margin", "refusal_margin_n", "margin_diff", "margin_diff_ci", "margin_p", "margin_p_holm", "margin_meta",
+        "mc_acc", "mc_acc_ci", "mc_acc_norm", "mc_acc_norm_ci", "mc_n", "mc_chance", "mc_diff", "mc_diff_ci", "mc_p",
+        "mc_meta"})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -143,6 +143,7 @@ datasets: Registry = Registry(
         "donotanswer": _P + "datasets.builtin:donotanswer",
         "benign-lookalike": _P + "datasets.builtin:benign_lookalike",
         "manipulation": _P + "datasets.builtin:manipulation",
+        "mc-utility": _P + "datasets.builtin:mc_utility",
     },
 )
 attacks: Registry = Registry(

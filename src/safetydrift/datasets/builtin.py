@@ -37,6 +37,14 @@ class BenignTaskParams(Params):
     seed: int = field(default=0, metadata=p("generation seed", ge=0))
 
 
+MC_SKILLS = ("arithmetic", "commonsense", "knowledge", "reading", "science", "vocabulary")
+
+
+@dataclass(frozen=True, kw_only=True)
+class McUtilityParams(SubsetParams):
+    skill: str | None = field(default=None, metadata=p("one skill (default: all, interleaved)", choices=MC_SKILLS))
+
+
 @dataclass(frozen=True, kw_only=True)
 class ManipulationParams(Params):
     topic: str = field(default=DEFAULT_TOPIC, metadata=p("the topic whose answers are manipulated"))
@@ -120,6 +128,23 @@ def benign_task(spec: ComponentSpec, ctx: Context) -> Dataset:
     rows = bt.generate("eval", n, seed=params.seed)
     items = [Item.make(r["prompt"], category=r["kind"], target=r["answer"]) for r in rows]
     return Dataset(f"benign-task:n={n}", tuple(items), "generated", items_hash(items), "generated (MIT)")
+
+
+@datasets.register("mc-utility", help="our 4-choice utility questions, scored by log-likelihood (analysis/mc.py)")
+@with_params(McUtilityParams)
+def mc_utility(spec: ComponentSpec, ctx: Context) -> Dataset:
+    """Prompt = the question (after its passage), target = the correct choice, ``meta`` = choices and answer:
+    the experiment's ``utility.mc`` scores the choices by log-likelihood; as a generation dataset it reads as
+    an open question with a short reference answer."""
+    from safetydrift.analysis.mc import DATA_FILE, load_items
+
+    params = from_spec(McUtilityParams, spec)  # before the file is read
+    items = [Item(id=it.id, prompt=it.prompt, category=it.skill, target=it.choices[it.answer],
+                  meta={"choices": list(it.choices), "answer": it.answer})
+             for it in load_items(params.n, params.skill)]
+    name = "mc-utility" + "".join(f",{k}={v}" for k, v in (("n", params.n), ("skill", params.skill)) if v is not None)
+    return Dataset(name.replace(",", ":", 1), tuple(items), f"package:{DATA_FILE}", items_hash(items),
+                   "written for safetydrift (MIT)")
 
 
 @datasets.register("manipulation", help="on-target/off-target prompts for the manipulation probe (held out)")

@@ -10,7 +10,7 @@ YAML::
     datasets: [advbench50]
     attacks: [direct]
     judges: [keyword]
-    utility: {benign_task: 100, benign: 100}
+    utility: {benign_task: 100, benign: 100}   # also mc: 200 (log-likelihood multiple choice)
     logitlens: {prompts: advbench50, limit: 10, variants: [aligned]}
     executor: local          # or ray
     expect:                  # claims checked against the run (safetydrift.expectations)
@@ -59,10 +59,16 @@ class UtilityConfig:
     ppl_texts: int = 16  # benign texts for perplexity / KL; 0 disables
     refusal_judge: str = "keyword"
     margin: bool = True  # refusal margin on the first dataset's prompts, vs the reference (analysis/margin.py)
+    mc: int = 0  # mc-utility items scored by log-likelihood, no generation (analysis/mc.py); 0 disables
+    mc_format: str = "plain"  # "plain": lm-eval's "Question: …\nAnswer:" (measured higher); "chat": the chat template
 
     def __post_init__(self) -> None:
         if not isinstance(self.margin, bool):  # a quoted "false" or a 0 would otherwise be read as a switch
             raise DataError(f"utility.margin must be true or false, not {self.margin!r}")
+        if isinstance(self.mc, bool) or not isinstance(self.mc, int) or self.mc < 0:
+            raise DataError(f"utility.mc must be a number of items (0 disables), not {self.mc!r}")
+        if self.mc_format not in ("chat", "plain"):
+            raise DataError(f"utility.mc_format must be chat or plain, not {self.mc_format!r}")
 
 
 @dataclass(frozen=True)

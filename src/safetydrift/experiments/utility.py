@@ -1,5 +1,5 @@
-"""Utility: what a variant costs on benign work (task accuracy, over-refusal, perplexity, KL to its
-reference), measured with the same executors and store as the safety evals; and its refusal margin on the
+"""Utility: what a variant costs on benign work (task accuracy, log-likelihood multiple-choice accuracy,
+over-refusal, perplexity, KL to its reference), measured with the same executors and store as the safety evals; and its refusal margin on the
 first dataset's prompts against its reference's (``analysis.margin``)."""
 
 from __future__ import annotations
@@ -57,6 +57,10 @@ def utility_rows(exp: Experiment, records: list[Record], ctx: Context,
             over_refusal=_share(ben, "fail"),
             over_refusal_n=sum(r.scored for r in ben),
         ))
+    if u.mc:
+        t0 = time.time()
+        rows = _mc(exp, rows, ctx, u.mc, u.mc_format)
+        timings["utility_mc"] = round(time.time() - t0, 1)
     if u.ppl_texts:
         t0 = time.time()
         rows = _ppl_kl(exp, rows, ctx, u.ppl_texts)
@@ -88,6 +92,53 @@ def _ppl_kl(exp: Experiment, rows: list[UtilityRow], ctx: Context, n_texts: int)
             kl = float(d["kl_to_reference"]) if "kl_to_reference" in d else by_name[v.name].kl_to_reference
             by_name[v.name] = replace(by_name[v.name], ppl=float(d["ppl"]), kl_to_reference=kl)
             prog.advance(task)
+    return [by_name[r.variant] for r in rows]
+
+
+def _mc(exp: Experiment, rows: list[UtilityRow], ctx: Context, n: int, fmt: str) -> list[UtilityRow]:
+    """acc and acc_norm on the first ``n`` mc-utility items (analysis/mc.py) for every variant with local logits,
+    and the paired change of acc against the reference (McNemar exact; its own reading, not in the ASR family)."""
+    from safetydrift.analysis.mc import McResult, load_items, score_mc
+    from safetydrift.errors import UnsupportedError
+    from safetydrift.runner import progress_bar
+    from safetydrift.stats import compare_paired
+
+    items = load_items(n)
+    resolved = {v.name: ctx.resolve(v.recipe) for v in exp.variants}
+    local = [v for v in exp.variants if resolved[v.name].kind in ("hf", "gguf")]
+    got: dict[str, McResult] = {}
+    by_weights: dict[tuple[str, str], McResult] = {}  # a guard shares its inner model's logits: read them once
+    with progress_bar(ctx) as prog:
+        task = prog.add_task(f"multiple choice ({len(items)} items)", total=len(local) * len(items))
+        for k, v in enumerate(local):
+            model, before = resolved[v.name], k * len(items)
+            key = (model.kind, str(model.path))
+
+            def advance(done: int, before: int = before) -> None:
+                prog.update(task, completed=before + done)
+
+            if key not in by_weights:
+                try:
+                    by_weights[key] = score_mc(model, items, fmt=fmt, system_prompt=exp.gen.system_prompt,
+                                               device=ctx.device, progress=advance)
+                except UnsupportedError as e:
+                    ctx.log(f"[yellow]multiple choice: {v.name}: {e}[/yellow]")
+                    continue
+            got[v.name] = by_weights[key]
+            prog.update(task, completed=before + len(items))
+    by_name = {r.variant: r for r in rows}
+    for name, res in got.items():
+        s = res.summary()
+        meta = {k: s[k] for k in ("format", "engine", "seconds", "cpu_seconds", "items_per_s", "skills")}
+        if resolved[name].wrappers:
+            meta["unguarded"] = True  # a guard leaves the logits alone: this is its model's score
+        fields: dict[str, Any] = {"mc_acc": s["acc"], "mc_acc_ci": s["acc_ci"], "mc_acc_norm": s["acc_norm"],
+                                  "mc_acc_norm_ci": s["acc_norm_ci"], "mc_n": s["n"], "mc_chance": s["chance"]}
+        ref = exp.variant(name).reference
+        if ref is not None and ref in got:
+            c = compare_paired(got[ref].correct(), res.correct())
+            fields.update(mc_diff=c["diff"], mc_diff_ci=c["diff_ci"], mc_p=c["p_exact"])
+        by_name[name] = replace(by_name[name], **fields, mc_meta=meta)
     return [by_name[r.variant] for r in rows]
 
 

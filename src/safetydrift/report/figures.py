@@ -119,7 +119,8 @@ def fig_frontier(E: ExperimentView, F: FigureSet) -> None:
         return
     ys = {n: finite(a.asr) if (a := E.asr_at(n, *prim)) else None for n in E.names}
     panels = []
-    for axis, label in ((_task_acc, "utility (benign-task accuracy)"), (_kl, "KL to reference")):
+    for axis, label in ((_task_acc, "utility (benign-task accuracy)"), (_mc_acc, "utility (multiple-choice accuracy)"),
+                        (_kl, "KL to reference")):  # a panel without points (not measured) is left out
         pts: dict[str, tuple[float, float]] = {}
         for n in E.names:
             u, y = E.utility_of(n), ys[n]
@@ -170,6 +171,10 @@ def fig_frontier(E: ExperimentView, F: FigureSet) -> None:
 
 def _task_acc(u: UtilityRow) -> float | None:
     return u.benign_task_acc
+
+
+def _mc_acc(u: UtilityRow) -> float | None:
+    return u.mc_acc
 
 
 def _kl(u: UtilityRow) -> float | None:

@@ -28,7 +28,8 @@ from safetydrift.report.format import (
 
 __all__ = [
     "agreement_rows", "comparison_rows", "diff_view", "disagreement_rows", "expectation_rows", "flip_rows",
-    "finite_pair", "guard_rows", "headline_groups", "headline_judge", "judge_notes", "margin_view", "provenance",
+    "finite_pair", "guard_rows", "headline_groups", "headline_judge", "judge_notes", "margin_view", "mc_view",
+    "provenance",
     "runs_rows", "semantic_label",
 ]
 
@@ -103,6 +104,23 @@ def _with_n(value: Any, n: Any) -> str:
     return pct(value) + (f" (n={n})" if finite(value) is not None and n is not None else "")
 
 
+def mc_view(u: UtilityRow | None) -> dict[str, str]:
+    """Multiple-choice accuracy as cells: acc [Wilson CI] (n, chance), acc_norm, and the paired change of acc
+    against the reference with its McNemar p; empty where it was not measured."""
+    if u is None or finite(u.mc_acc) is None:
+        return {"acc": "", "norm": "", "diff": ""}
+    lo, hi = finite_pair(u.mc_acc_ci)
+    ci = "" if lo is None or hi is None else f" [{pct(lo, suffix='')}, {pct(hi, suffix='')}]"
+    acc = f"{pct(u.mc_acc)}{ci} (n={u.mc_n}, chance {pct(u.mc_chance, 0)})"
+    diff = ""
+    if finite(u.mc_diff) is not None:
+        dlo, dhi = finite_pair(u.mc_diff_ci)
+        diff = pp(u.mc_diff) + ("" if dlo is None or dhi is None else
+                                f" [{pct(dlo, sign=True, suffix='')}, {pct(dhi, sign=True, suffix='')}]")
+        diff += f", p {pval(u.mc_p)}"
+    return {"acc": acc, "norm": pct(u.mc_acc_norm), "diff": diff}
+
+
 def headline_groups(E: ExperimentView) -> list[dict[str, Any]]:
     """One group per variant: its fixed cells, and one row per evaluation (ASR, change, p, RRR)."""
     groups = []
@@ -110,7 +128,7 @@ def headline_groups(E: ExperimentView) -> list[dict[str, Any]]:
         v, u = E.variant(name), E.utility_of(name)
         g: dict[str, Any] = {
             "name": name, "recipe": v.recipe if v else MISSING, "reference": E.ref(name) or MISSING,
-            "util": _with_n(u.benign_task_acc, u.benign_task_n) if u else MISSING,
+            "util": _with_n(u.benign_task_acc, u.benign_task_n) if u else MISSING, "mc": mc_view(u),
             "over": _with_n(u.over_refusal, u.over_refusal_n) if u else MISSING,
             "ppl": num(u.ppl if u else None), "kl": num(u.kl_to_reference if u else None),
             "margin": margin_view(u, bool(v and v.wrappers)),

@@ -32,10 +32,14 @@ __all__ = ["TABLES", "Table", "write_csv", "write_tables"]
 MARGIN_COLS = ["refusal_margin", "refusal_margin_n", "margin_diff", "margin_diff_ci_low", "margin_diff_ci_high",
                "margin_p", "margin_p_holm"]
 MARGIN_META_COLS = ["margin_meta"]  # utility.csv only: engine, test, pairs, prompts at the floor (JSON)
+# log-likelihood multiple choice (analysis/mc.py); mc_meta (utility.csv only): format, engine, per skill, items/s
+MC_COLS = ["mc_acc", "mc_acc_ci_low", "mc_acc_ci_high", "mc_acc_norm", "mc_acc_norm_ci_low", "mc_acc_norm_ci_high",
+           "mc_n", "mc_chance", "mc_diff", "mc_diff_ci_low", "mc_diff_ci_high", "mc_p"]
+MC_META_COLS = ["mc_meta"]
 HEADLINE_COLS = [
     "variant", "recipe", "reference", "dataset", "attack", "judge", "n", "asr", "ci_low", "ci_high", "diff",
     "diff_ci_low", "diff_ci_high", "p_exact", "p_holm", "rrr", "rrr_ci_low", "rrr_ci_high", "benign_task_acc",
-    "over_refusal", "ppl", "kl_to_reference", *MARGIN_COLS, "size_bytes", "size", "bits_per_weight",
+    "mc_acc", "mc_acc_norm", "over_refusal", "ppl", "kl_to_reference", *MARGIN_COLS, "size_bytes", "size", "bits_per_weight",
 ]
 ASR_COLS = [
     "variant", "recipe", "dataset", "attack", "judge", "n", "successes", "unscorable", "asr", "ci_low", "ci_high",
@@ -46,8 +50,8 @@ COMP_COLS = [
     "asr_variant", "diff", "diff_ci_low", "diff_ci_high", "p_exact", "p_midp", "p_holm", "rrr", "rrr_ci_low",
     "rrr_ci_high",
 ]
-UTIL_COLS = ["variant", "benign_task_acc", "benign_task_n", "over_refusal", "over_refusal_n", "ppl", "kl_to_reference",
-             *MARGIN_COLS, *MARGIN_META_COLS]
+UTIL_COLS = ["variant", "benign_task_acc", "benign_task_n", *MC_COLS, "over_refusal", "over_refusal_n", "ppl",
+             "kl_to_reference", *MARGIN_COLS, *MARGIN_META_COLS, *MC_META_COLS]
 CAT_COLS = [
     "variant", "dataset", "attack", "judge", "category", "n", "successes", "unscorable", "asr", "ci_low", "ci_high",
     "reference", "asr_reference", "diff",
@@ -113,8 +117,19 @@ def _margin_cells(u: UtilityRow | None) -> dict[str, Any]:
             "margin_p_holm": u.margin_p_holm, "margin_meta": u.margin_meta}
 
 
+def _mc_cells(u: UtilityRow | None) -> dict[str, Any]:
+    """The multiple-choice columns of a variant's utility row (all empty where it was not measured)."""
+    if u is None or u.mc_acc is None:
+        return dict.fromkeys(MC_COLS + MC_META_COLS)
+    (alo, ahi), (nlo, nhi), (dlo, dhi) = (finite_pair(u.mc_acc_ci), finite_pair(u.mc_acc_norm_ci),
+                                          finite_pair(u.mc_diff_ci))
+    return {"mc_acc": u.mc_acc, "mc_acc_ci_low": alo, "mc_acc_ci_high": ahi, "mc_acc_norm": u.mc_acc_norm,
+            "mc_acc_norm_ci_low": nlo, "mc_acc_norm_ci_high": nhi, "mc_n": u.mc_n, "mc_chance": u.mc_chance,
+            "mc_diff": u.mc_diff, "mc_diff_ci_low": dlo, "mc_diff_ci_high": dhi, "mc_p": u.mc_p, "mc_meta": u.mc_meta}
+
+
 def utility_rows(E: ExperimentView, runs: list[dict[str, Any]]) -> list[CsvRow]:
-    return [{**u.to_json(), **_margin_cells(u)} for u in E.utility]
+    return [{**u.to_json(), **_margin_cells(u), **_mc_cells(u)} for u in E.utility]
 
 
 def headline_rows(E: ExperimentView, runs: list[dict[str, Any]]) -> list[CsvRow]:
@@ -126,6 +141,7 @@ def headline_rows(E: ExperimentView, runs: list[dict[str, Any]]) -> list[CsvRow]
         base = {
             **dict.fromkeys(HEADLINE_COLS), "variant": name, "recipe": v.recipe if v else None,
             "reference": E.ref(name), "benign_task_acc": u.benign_task_acc if u else None,
+            "mc_acc": u.mc_acc if u else None, "mc_acc_norm": u.mc_acc_norm if u else None,
             "over_refusal": u.over_refusal if u else None, "ppl": u.ppl if u else None,
             "kl_to_reference": u.kl_to_reference if u else None, "size_bytes": size,
             **{k: v for k, v in _margin_cells(u).items() if k in HEADLINE_COLS},
