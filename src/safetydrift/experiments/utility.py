@@ -5,16 +5,20 @@ first dataset's prompts against its reference's (``analysis.margin``)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from safetydrift.context import Context
 from safetydrift.experiments.schema import Experiment
 from safetydrift.records import Record, UtilityRow
 from safetydrift.runner import EvalRequest
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
     from safetydrift.analysis.margin import Margins
+    from safetydrift.types import ResolvedModel
 
 
 def utility_requests(exp: Experiment) -> list[EvalRequest]:
@@ -98,34 +102,14 @@ def _ppl_kl(exp: Experiment, rows: list[UtilityRow], ctx: Context, n_texts: int)
 def _mc(exp: Experiment, rows: list[UtilityRow], ctx: Context, n: int, fmt: str) -> list[UtilityRow]:
     """acc and acc_norm on the first ``n`` mc-utility items (analysis/mc.py) for every variant with local logits,
     and the paired change of acc against the reference (McNemar exact; its own reading, not in the ASR family)."""
-    from safetydrift.analysis.mc import McResult, load_items, score_mc
-    from safetydrift.errors import UnsupportedError
-    from safetydrift.runner import progress_bar
+    from safetydrift.analysis.mc import load_items, score_mc
     from safetydrift.stats import compare_paired
 
     items = load_items(n)
-    resolved = {v.name: ctx.resolve(v.recipe) for v in exp.variants}
-    local = [v for v in exp.variants if resolved[v.name].kind in ("hf", "gguf")]
-    got: dict[str, McResult] = {}
-    by_weights: dict[tuple[str, str], McResult] = {}  # a guard shares its inner model's logits: read them once
-    with progress_bar(ctx) as prog:
-        task = prog.add_task(f"multiple choice ({len(items)} items)", total=len(local) * len(items))
-        for k, v in enumerate(local):
-            model, before = resolved[v.name], k * len(items)
-            key = (model.kind, str(model.path))
-
-            def advance(done: int, before: int = before) -> None:
-                prog.update(task, completed=before + done)
-
-            if key not in by_weights:
-                try:
-                    by_weights[key] = score_mc(model, items, fmt=fmt, system_prompt=exp.gen.system_prompt,
-                                               device=ctx.device, progress=advance)
-                except UnsupportedError as e:
-                    ctx.log(f"[yellow]multiple choice: {v.name}: {e}[/yellow]")
-                    continue
-            got[v.name] = by_weights[key]
-            prog.update(task, completed=before + len(items))
+    read = _per_local_model(exp, ctx, "multiple choice", len(items), lambda model, advance: score_mc(
+        model, items, fmt=fmt, system_prompt=exp.gen.system_prompt, device=ctx.device, progress=advance))
+    resolved = {name: model for name, (model, _) in read.items()}
+    got = {name: res for name, (_, res) in read.items()}
     by_name = {r.variant: r for r in rows}
     for name, res in got.items():
         s = res.summary()
@@ -173,30 +157,42 @@ def _read_margins(exp: Experiment, ctx: Context) -> dict[str, Margins]:
     """Each local variant's margins, one model in memory at a time, with a progress bar (and ETA) over prompts."""
     from safetydrift.analysis.margin import refusal_margins
     from safetydrift.datasets import load_dataset
+
+    items = load_dataset(exp.datasets[0], ctx).items  # what the safety eval ran (a run sets no limit)
+    read = _per_local_model(exp, ctx, "refusal margin", len(items), lambda model, advance: refusal_margins(
+        model, items, ctx, system_prompt=exp.gen.system_prompt, progress=advance))
+    got = {name: replace(m, unguarded=bool(model.wrappers)) for name, (model, m) in read.items()}
+    return got
+
+
+def _per_local_model(exp: Experiment, ctx: Context, label: str, n: int,
+                     read: Callable[[ResolvedModel, Callable[[int], None]], T]) -> dict[str, tuple[ResolvedModel, T]]:
+    """``read(model, progress)`` for every variant with local logits, one model in memory at a time, with a
+    progress bar (and ETA) over ``n`` units per model. Variants with the same weights (a guard and the model it
+    guards: a guard leaves the logits alone) are read once; a model that cannot give logits is skipped with a
+    warning."""
     from safetydrift.errors import UnsupportedError
     from safetydrift.runner import progress_bar
 
-    items = load_dataset(exp.datasets[0], ctx).items  # what the safety eval ran (a run sets no limit)
     resolved = {v.name: ctx.resolve(v.recipe) for v in exp.variants}
     local = [v for v in exp.variants if resolved[v.name].kind in ("hf", "gguf")]
-    got: dict[str, Margins] = {}
-    by_weights: dict[tuple[str, str], Margins] = {}  # a guard shares its inner model's logits: read them once
+    got: dict[str, tuple[ResolvedModel, T]] = {}
+    by_weights: dict[tuple[str, str], T] = {}
     with progress_bar(ctx) as prog:
-        task = prog.add_task(f"refusal margin ({len(items)} prompts)", total=len(local) * len(items))
+        task = prog.add_task(f"{label} ({n} per model)", total=len(local) * n)
         for k, v in enumerate(local):
-            model = resolved[v.name]
-            key, before = (model.kind, str(model.path)), k * len(items)
+            model, before = resolved[v.name], k * n
+            key = (model.kind, str(model.path))
 
             def advance(done: int, before: int = before) -> None:
                 prog.update(task, completed=before + done)
 
             if key not in by_weights:
                 try:
-                    by_weights[key] = refusal_margins(model, items, ctx, system_prompt=exp.gen.system_prompt,
-                                                      progress=advance)
+                    by_weights[key] = read(model, advance)
                 except UnsupportedError as e:
-                    ctx.log(f"[yellow]refusal margin: {v.name}: {e}[/yellow]")
+                    ctx.log(f"[yellow]{label}: {v.name}: {e}[/yellow]")
                     continue
-            got[v.name] = replace(by_weights[key], unguarded=bool(model.wrappers))
-            advance(len(items))
+            got[v.name] = (model, by_weights[key])
+            advance(n)
     return got
