@@ -55,3 +55,13 @@ def test_failed_answers_are_not_memoised(ctx) -> None:
     long_prompt = conv("word " * 100_000)  # longer than the context: an error, not an answer
     assert not be.generate([long_prompt], GREEDY)[0].ok
     assert not any(k for k in be.__dict__.get("_memo", {}) if "word word" in k)
+
+
+def test_the_memo_is_bounded(ctx, monkeypatch) -> None:
+    import safetydrift.backends.base as base
+
+    monkeypatch.setattr(base, "MEMO_SIZE", 2)
+    be = ctx.backend("tiny-random")
+    be.forget()
+    be.generate([conv("a"), conv("b"), conv("c")], GREEDY)
+    assert len(be.__dict__["_memo"]) == 2  # the oldest answer was dropped

@@ -13,10 +13,14 @@ variant ran first. Unseeded sampling is never memoised (two samples must differ)
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import replace
 from typing import ClassVar
 
 from safetydrift.types import Conversation, Generation, GenerationConfig, PromptFit
+
+#: answers remembered per backend (least recently used dropped first): a TAP run of 300 trees asks ~5,000
+MEMO_SIZE = 50_000
 
 
 class LocalBackend:
@@ -50,9 +54,12 @@ class LocalBackend:
                   seeds: list[int] | None) -> list[Generation]:
         if seeds is None and config.temperature > 0:
             return self._generate_new(conversations, config, seeds)
-        memo: dict[str, Generation] = self.__dict__.setdefault("_memo", {})
+        memo: OrderedDict[str, Generation] = self.__dict__.setdefault("_memo", OrderedDict())
         keys = [_memo_key(c, config, None if seeds is None else seeds[i]) for i, c in enumerate(conversations)]
         todo = [i for i, k in enumerate(keys) if k not in memo]
+        for k in keys:
+            if k in memo:
+                memo.move_to_end(k)  # least recently used first out
         fresh: dict[int, Generation] = {}
         if todo:
             made = self._generate_new([conversations[i] for i in todo], config,
@@ -61,8 +68,11 @@ class LocalBackend:
                 fresh[i] = g
                 if g.ok:  # a failure is returned, never remembered: the next request tries again
                     memo[keys[i]] = replace(g, meta=dict(g.meta))  # a copy: callers may annotate theirs
-        return [fresh[i] if i in fresh else replace(memo[k], meta={**memo[k].meta, "memo": True})
-                for i, k in enumerate(keys)]
+        out = [fresh[i] if i in fresh else replace(memo[k], meta={**memo[k].meta, "memo": True})
+               for i, k in enumerate(keys)]
+        while len(memo) > MEMO_SIZE:  # bounded: a long-lived server must not grow without end
+            memo.popitem(last=False)
+        return out
 
     def _generate_new(self, conversations: list[Conversation], config: GenerationConfig,
                       seeds: list[int] | None) -> list[Generation]:
