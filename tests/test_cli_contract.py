@@ -59,3 +59,19 @@ def test_summary_names_variants_by_their_distinguishing_tail(tmp_path: Path, cac
     assert r.returncode == 0, r.stderr
     assert "…>quantize:bits=8,method=rtn" in r.stdout or "…>quantize:method=rtn,bits=8" in r.stdout, r.stdout
     assert "…>quantize:bits=4,method=rtn" in r.stdout or "…>quantize:method=rtn,bits=4" in r.stdout, r.stdout
+
+
+def test_without_a_judge_the_refusal_card_leads_and_keyword_sits_beside_it(tmp_path: Path, cache_dir: Path) -> None:
+    """The default judges (issue: readings you can trust): the validated offline ``refusal`` card first, then
+    ``keyword``; an experiment YAML without ``judges:`` gets the same list."""
+    from safetydrift.experiments.schema import parse_experiment
+    from safetydrift.judges.base import DEFAULT_JUDGES
+
+    assert DEFAULT_JUDGES == ("refusal", "keyword")
+    out = tmp_path / "o"
+    r = run_cli(*EVAL, "--model", "tiny-random", "--out", str(out), cache=cache_dir)
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if x.strip()]
+    assert sorted({x["judge"] for x in recs}) == ["keyword", "refusal"] and len(recs) == 4
+    exp = parse_experiment({"name": "x", "variants": {"m": "tiny-random"}, "datasets": ["advbench50"]}, "inline")
+    assert exp.judges == list(DEFAULT_JUDGES)

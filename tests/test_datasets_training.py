@@ -88,6 +88,21 @@ def test_split_has_no_near_duplicates_of_eval():
     assert tr.near_duplicate_pairs(train, held, th) == []
 
 
+def test_advbench_heldout_is_outside_every_training_pool_and_advbench50(ctx):
+    from safetydrift.datasets import load_dataset
+
+    ds = load_dataset("advbench-heldout", ctx)
+    prompts = [it.prompt for it in ds.items]
+    train, held = tr.harmful_requests_split(seed=0)
+    assert len(prompts) == len(set(prompts)) == len(held) - 50 >= 150  # issue: >= 150 held-out behaviours
+    assert not set(prompts) & set(train)
+    assert not {_norm(p) for p in prompts} & {_norm(g) for g in tr.advbench50_behaviors()}
+    assert tr.near_duplicate_pairs(train, prompts, tr.SIMILARITY_THRESHOLD) == []
+    sub = load_dataset("advbench-heldout:n=150", ctx)
+    assert [it.prompt for it in sub.items] == prompts[:150] and sub.sha256 != ds.sha256
+    assert [it.id for it in ds.items] == sorted(it.id for it in ds.items)  # a fixed order, not the file's
+
+
 def test_split_deterministic_and_seed_only_shuffles():
     a = tr.harmful_requests_split(seed=3)
     assert a == tr.harmful_requests_split(seed=3)

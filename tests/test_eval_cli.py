@@ -87,7 +87,7 @@ def test_script_tag_is_escaped_in_report(tmp_path: Path, cache_dir: Path) -> Non
 def test_kill_9_then_resume_exactly_one_record_per_item(tmp_path: Path, cache_dir: Path) -> None:
     out = tmp_path / "out"
     args = ["eval", "--model", "tiny-random", "--dataset", "advbench", "--limit", "120", "--max-new-tokens", "24",
-            "--backend", "transformers:batch=2", "--out", str(out)]
+            "--backend", "transformers:batch=2", "--judge", "keyword", "--out", str(out)]
     env = dict(os.environ, SAFETYDRIFT_CACHE=str(cache_dir))
     proc = subprocess.Popen([sys.executable, "-m", "safetydrift", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

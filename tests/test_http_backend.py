@@ -426,7 +426,8 @@ def test_cli_eval_end_to_end_against_live_server(tmp_path: Path, capsys: pytest.
     with serving(make_server(fake, "127.0.0.1", 0, "fake")) as srv:
         model = f"openai:{url_of(srv)}#fake"
         rc = main(["--cache", str(tmp_path / "cache"), "--quiet", "eval", "--model", model,
-                   "--dataset", "advbench50", "--limit", "3", "--max-new-tokens", "400", "--out", str(out)])
+                   "--dataset", "advbench50", "--limit", "3", "--max-new-tokens", "400", "--judge", "keyword",
+                   "--out", str(out)])
     assert rc == 0
     recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(recs) == 3 and len(fake.seen) == 3

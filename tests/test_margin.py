@@ -19,6 +19,7 @@ from safetydrift.analysis.margin import (  # noqa: E402
     FLOOR,
     Margins,
     compare_margins,
+    harmful_kl,
     margins_from_logits,
     refusal_margins,
 )
@@ -155,6 +156,41 @@ def test_logits_shifted_toward_a_refusal_token_raise_the_margin(ctx: Context, ba
     # every d(x) > 0 on 6 prompts: W+ takes its largest value, exact two-sided p = 2 / 2^6
     assert c["test"] == "wilcoxon-exact" and c["p"] == pytest.approx(2 / 2**6)
     assert compare_margins(base, up)["diff"] == pytest.approx(-c["diff"])
+
+
+def test_harmful_kl_is_the_first_token_kl_by_hand(ctx: Context, base: Margins,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """KL_h(X ‖ ref) = mean_x Σ_t p_ref log(p_ref / p_X) at the first response position; 0 for the same model."""
+    import safetydrift.backends.transformers_backend as tb
+
+    assert set(base.logprobs) == set(base.by_item)
+    assert all(abs(float(np.exp(lp.astype(np.float64)).sum()) - 1) < 1e-4 for lp in base.logprobs.values())
+    assert harmful_kl(base, base) == (0.0, len(ITEMS))
+    real = tb.load_hf
+    shift_ids = list(range(0, 40))
+
+    def shifted_load(path: Path, device: str = "cpu", dtype: str = "float32") -> tuple[Any, Any]:
+        model, tok = real(path, device, dtype)
+        return _Shifted(model, shift_ids, 2.0), tok
+
+    monkeypatch.setattr(tb, "load_hf", shifted_load)
+    up = refusal_margins(ctx.resolve("tiny-random"), ITEMS, ctx, system_prompt=SYSTEM, batch_size=4)
+    kl, n = harmful_kl(up, base)
+    model, tok = real(Path(ctx.resolve("tiny-random").path), "cpu")
+    want = []
+    for it in ITEMS:
+        ids = tok(render_chat(tok, [{"role": "user", "content": it.prompt}], SYSTEM), return_tensors="pt",
+                  add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            z = model(input_ids=ids).logits[0, -1].double()
+        zq = z.clone()
+        zq[shift_ids] += 2.0
+        p, lp, lq = torch.softmax(z, -1), torch.log_softmax(z, -1), torch.log_softmax(zq, -1)
+        want.append(float((p * (lp - lq)).sum()))
+    assert n == len(ITEMS) and kl is not None and kl > 0
+    assert kl == pytest.approx(float(np.mean(want)), rel=1e-3, abs=1e-6)
+    empty = Margins(by_item={}, n_floored=0, engine="transformers")
+    assert harmful_kl(empty, base) == (None, 0)
 
 
 def test_pairs_only_the_prompt_ids_both_have() -> None:

@@ -17,7 +17,8 @@ from conftest import run_cli
 from safetydrift.records import Record
 from safetydrift.store import OutputLock, ResultStore
 
-EVAL = ("eval", "--model", "tiny-random", "--dataset", "advbench50", "--limit", "4", "--max-new-tokens", "3")
+EVAL = ("eval", "--model", "tiny-random", "--dataset", "advbench50", "--judge", "keyword", "--limit", "4",
+        "--max-new-tokens", "3")
 
 
 def _records(p: Path) -> list[dict]:

@@ -66,6 +66,7 @@ class Record(_Row):
     latency_s: float = 0.0
     gen_meta: Mapping[str, Any] = field(default_factory=dict)
     judge: str
+    judge_version: str | None = None  # a trained judge's card and weights hash: a changed card never mixes in
     verdict: Label
     score: float | None = None
     reason: str = ""
@@ -74,7 +75,7 @@ class Record(_Row):
     extra: Mapping[str, Any] = field(default_factory=dict)  # attack-specific (e.g. TAP's tree)
     ts: str = ""
 
-    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"backend_info"})
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"backend_info", "judge_version"})
     _format_key: ClassVar[str | None] = "schema"
     _format: ClassVar[int] = RECORD_SCHEMA
 
@@ -320,6 +321,9 @@ class UtilityRow(_Row):
     margin_p: float | None = None  # two-sided Wilcoxon signed-rank (margin_meta["test"]: exact or normal)
     margin_p_holm: float | None = None  # Holm over the run's margin tests only (not the ASR family)
     margin_meta: Mapping[str, Any] | None = None  # open details: engine, test, pairs, prompts at the floor
+    # first-token KL(reference ‖ variant) on the same harmful prompts (analysis/margin.harmful_kl), nats
+    kl_harmful: float | None = None
+    kl_harmful_n: int | None = None
     # log-likelihood multiple choice on mc-utility (analysis/mc.py): accuracy, length-normalised accuracy
     mc_acc: float | None = None
     mc_acc_ci: tuple[float, float] | None = None  # Wilson 95%
@@ -334,6 +338,7 @@ class UtilityRow(_Row):
     # not measured (margin or mc off, an endpoint): no such keys at all, as in files written before they existed
     _omit_if_none: ClassVar[frozenset[str]] = frozenset({
         "refusal_margin", "refusal_margin_n", "margin_diff", "margin_diff_ci", "margin_p", "margin_p_holm", "margin_meta",
+        "kl_harmful", "kl_harmful_n",
         "mc_acc", "mc_acc_ci", "mc_acc_norm", "mc_acc_norm_ci", "mc_n", "mc_chance", "mc_diff", "mc_diff_ci", "mc_p",
         "mc_meta"})
 

@@ -138,6 +138,7 @@ datasets: Registry = Registry(
     {
         "advbench": _P + "datasets.builtin:advbench",
         "advbench50": _P + "datasets.builtin:advbench50",
+        "advbench-heldout": _P + "datasets.builtin:advbench_heldout",
         "benign": _P + "datasets.builtin:benign",
         "benign-task": _P + "datasets.builtin:benign_task",
         "donotanswer": _P + "datasets.builtin:donotanswer",

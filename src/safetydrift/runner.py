@@ -26,7 +26,9 @@ from rich.progress import (
 from safetydrift import registry
 from safetydrift.context import Context
 from safetydrift.datasets import load_dataset
+from safetydrift.errors import SafetyDriftError
 from safetydrift.hashing import sha256_json
+from safetydrift.judges.base import DEFAULT_JUDGES
 from safetydrift.provenance import library_versions
 from safetydrift.records import AsrRow, EvalSummary, Record
 from safetydrift.spec import parse_component, parse_recipe
@@ -50,7 +52,7 @@ class EvalRequest:
     models: list[str]
     dataset: str
     attack: str = "direct"
-    judges: list[str] = field(default_factory=lambda: ["keyword"])
+    judges: list[str] = field(default_factory=lambda: list(DEFAULT_JUDGES))
     limit: int | None = None
     gen: GenerationConfig = field(default_factory=GenerationConfig)
     backend: str | None = None
@@ -144,6 +146,7 @@ def run_eval(req: EvalRequest, ctx: Context, store: ResultStore, *, attack: Any 
                    dataset_sha256=ds.sha256, attack=str(attack.spec), gen=req.gen, backend=req.backend,
                    libraries=libs)
         judge_names = [j.name for j in judges]
+        _check_judge_versions(store, run_key, judges, str(recipe))
         todo_gen = []
         rejudge: list[tuple[Unit, Record]] = []
         for u in units:
@@ -198,7 +201,7 @@ class _Run:
     libraries: Mapping[str, str | None]
     backend_info: Mapping[str, Any] | None = None
 
-    def record(self, o: Outcome, judge: str, v: Verdict, ts: str) -> Record:
+    def record(self, o: Outcome, judge: str, v: Verdict, ts: str, judge_version: str | None = None) -> Record:
         g = o.generation
         return Record(
             run_key=self.run_key, model=self.model, model_sha256=self.model_sha256, dataset=self.dataset,
@@ -206,9 +209,22 @@ class _Run:
             backend=self.backend, libraries=self.libraries, backend_info=self.backend_info,
             item_id=o.unit.item.id, unit=o.unit.key, category=o.unit.item.category, behavior=o.unit.item.prompt,
             target=o.unit.item.target, prompt=o.prompt, response=g.text if g.ok else None, error=g.error,
-            n_tokens=g.n_tokens, latency_s=round(g.latency_s, 4), gen_meta=g.meta, judge=judge, verdict=v.label,
+            n_tokens=g.n_tokens, latency_s=round(g.latency_s, 4), gen_meta=g.meta, judge=judge, judge_version=judge_version, verdict=v.label,
             score=v.score, reason=v.reason, judge_raw=v.raw, unit_meta=o.unit.meta_dict(), extra=o.extra, ts=ts,
         )
+
+
+def _check_judge_versions(store: ResultStore, run_key: str, judges: Sequence[Judge], model: str) -> None:
+    """A store's verdicts of a trained judge must come from the card it has now: a retrained card under the
+    same name would otherwise mix two judges in one ASR (the store never replaces a finished sample)."""
+    want = {j.name: v for j in judges if (v := getattr(j, "version", None))}
+    if not want:
+        return
+    for r in store:
+        if r.run_key == run_key and r.judge in want and r.judge_version != want[r.judge]:
+            raise SafetyDriftError(f"judge {r.judge!r}: this output's verdicts for {model} come from "
+                                   f"{r.judge_version or 'an unversioned card'}, the installed card is {want[r.judge]}; "
+                                   "write to a new --out")
 
 
 def _gen_from_record(rec: Record) -> Generation:
@@ -222,7 +238,7 @@ def _judge_and_store(outcomes: list[Outcome], judges: list[Judge], run: _Run, st
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for i, o in enumerate(outcomes):
         # one write + fsync per unit: all its judges land together
-        store.append([run.record(o, j.name, per_judge[j.name][i], now) for j in judges])
+        store.append([run.record(o, j.name, per_judge[j.name][i], now, getattr(j, "version", None)) for j in judges])
 
 
 def summarize(records: Iterable[Record]) -> EvalSummary:

@@ -31,6 +31,8 @@ _LIST = "list what is registered (with --params: each setting's type, default an
 COMMANDS: tuple[Command, ...] = (
     Command("eval", "eval", "evaluate models/variants on a dataset with an attack and judges"),
     Command("run", "run", "build and evaluate an experiment grid from YAML, then compare and report", "full"),
+    Command("sweep", "sweep", "the free-lunch map: an experiment's sweep: block cell by cell (resumable, progress "
+            "over cells, --executor local|ray), then the decision rules per cell", "full"),
     Command("demo", "demo", "the main job: base → align → harmful fine-tune → BitDelta / GGUF / guard, compared",
             "full"),
     Command("build", "build", "build a variant recipe into the artifact cache", "full"),

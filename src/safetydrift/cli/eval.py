@@ -16,6 +16,7 @@ from safetydrift.cli.common import (
     short_names,
 )
 from safetydrift.errors import SafetyDriftError
+from safetydrift.judges.base import DEFAULT_JUDGES
 
 if TYPE_CHECKING:
     from safetydrift.records import EvalSummary
@@ -25,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", required=True, help="model spec or recipe (repeatable)")
     p.add_argument("--dataset", required=True, help="registered name or CSV/JSONL path")
     p.add_argument("--attack", default="direct")
-    p.add_argument("--judge", action="append", default=None, help="judge spec (repeatable; default keyword)")
+    p.add_argument("--judge", action="append", default=None, help="judge spec (repeatable; default: refusal and keyword)")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--prompt-column", default=None)
     p.add_argument("--category-column", default=None)
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         models=_unique(args.model, "--model", ctx),
         dataset=args.dataset,
         attack=args.attack,
-        judges=_unique(args.judge or ["keyword"], "--judge", ctx),
+        judges=_unique(args.judge or list(DEFAULT_JUDGES), "--judge", ctx),
         limit=args.limit,
         gen=generation_config(args),
         backend=args.backend,

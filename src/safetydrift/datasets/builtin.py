@@ -11,7 +11,7 @@ from safetydrift.datasets.training import DEFAULT_TOPIC
 from safetydrift.errors import DataError
 from safetydrift.params import Params, from_spec, p, with_params
 from safetydrift.registry import datasets
-from safetydrift.spec import ComponentSpec
+from safetydrift.spec import ComponentSpec, parse_component
 from safetydrift.types import Dataset, Item
 
 ADV_LICENSE = "MIT (AdvBench, Zou et al. 2023; categories from PyRIT, MIT)"
@@ -75,6 +75,25 @@ def advbench50(spec: ComponentSpec, ctx: Context) -> Dataset:
     n = from_spec(SubsetParams, spec).n  # before the file is read
     ds = load_file(package_file("advbench_subset50.csv"), "goal", "category", "target", name="advbench50",
                    license="MIT (Chao et al. 2023 / Mehrotra et al. 2023)")
+    return _limit(ds, n)
+
+
+@datasets.register("advbench-heldout", help="298 AdvBench behaviors outside every training pool and advbench50 (MIT)")
+@with_params(SubsetParams)
+def advbench_heldout(spec: ComponentSpec, ctx: Context) -> Dataset:
+    """A larger held-out harmful set than advbench50, so a 10-point change is detectable: the AdvBench
+    behaviors in advbench50's near-duplicate clusters (``pools.harmful_requests_split``'s held-out side, which
+    no training set, guard head or judge card draws from), minus advbench50 itself. Ordered by text id, so
+    ``n=150`` is a fixed subset that does not follow the file's topic runs."""
+    from safetydrift.datasets.pools import advbench50_behaviors, harmful_requests_split
+
+    n = from_spec(SubsetParams, spec).n
+    full = advbench(parse_component("advbench"), ctx)
+    held = set(harmful_requests_split()[1]) - set(advbench50_behaviors())
+    items = tuple(sorted((it for it in full.items if it.prompt in held), key=lambda it: it.id))
+    if len(items) != len(held):
+        raise DataError(f"advbench-heldout: {len(held) - len(items)} held-out behaviors are missing from the file")
+    ds = Dataset("advbench-heldout", items, full.source, items_hash(items), ADV_LICENSE)
     return _limit(ds, n)
 
 

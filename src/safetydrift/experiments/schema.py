@@ -9,10 +9,11 @@ YAML::
       aligned: {recipe: "smollm2-135m-instruct>align", reference: base}
     datasets: [advbench50]
     attacks: [direct]
-    judges: [keyword]
+    judges: [refusal, keyword]   # the default
     utility: {benign_task: 100, benign: 100}   # also mc: 200 (log-likelihood multiple choice)
     logitlens: {prompts: advbench50, limit: 10, variants: [aligned]}
     executor: local          # or ray
+    sweep: {base: ..., attack: [...], compress: {...}, seeds: [0]}   # axes → variants (experiments/sweep.py)
     expect:                  # claims checked against the run (safetydrift.expectations)
       - {variant: aligned, asr: down, claim: "alignment lowers ASR"}
 
@@ -33,12 +34,14 @@ import yaml
 from safetydrift.errors import DataError, SafetyDriftError, SpecError
 from safetydrift.expectations import Expectation, parse_expectations
 from safetydrift.experiments.executors import EXECUTORS
+from safetydrift.experiments.sweep import SweepSpec, merge_variants, parse_sweep
+from safetydrift.judges.base import DEFAULT_JUDGES
 from safetydrift.spec import parse_recipe, recipe_from_yaml
 from safetydrift.types import GenerationConfig
 from safetydrift.validation import check_component, check_recipe
 
 TOP_KEYS = {"name", "description", "generation", "variants", "datasets", "attacks", "judges", "utility",
-            "logitlens", "executor", "backend", "expect"}
+            "logitlens", "executor", "backend", "expect", "sweep"}
 FAMILY_STAGES = ("bitdelta", "quantize")  # last stages whose settings sweep a compression fidelity
 
 
@@ -95,6 +98,7 @@ class Experiment:
     raw: dict[str, Any] = field(default_factory=dict)
     expect: list[Expectation] = field(default_factory=list)
     warnings: tuple[str, ...] = ()  # repeated inputs that were dropped (shown when the run starts)
+    sweep: SweepSpec | None = None  # the axes a ``sweep:`` block expanded into variants (experiments/sweep.py)
 
     def variant(self, name: str) -> VariantDecl:
         for v in self.variants:
@@ -202,7 +206,8 @@ def parse_experiment(raw: Any, src: str = "experiment") -> Experiment:
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise DataError(f"{src}: unknown key '{unknown[0]}' (known: {', '.join(sorted(TOP_KEYS))})")
-    variants = _variants(raw.get("variants"), src)
+    sweep = parse_sweep(raw["sweep"], src) if "sweep" in raw else None
+    variants = _variants(merge_variants(sweep, raw.get("variants"), src) if sweep else raw.get("variants"), src)
     names = {v.name for v in variants}
     gen_raw = raw.get("generation") or {}
     if not isinstance(gen_raw, dict):
@@ -219,7 +224,7 @@ def parse_experiment(raw: Any, src: str = "experiment") -> Experiment:
         variants=variants,
         datasets=_as_list(raw.get("datasets", ["advbench50"]), "datasets", src, warnings),
         attacks=_as_list(raw.get("attacks", ["direct"]), "attacks", src, warnings),
-        judges=_as_list(raw.get("judges", ["keyword"]), "judges", src, warnings),
+        judges=_as_list(raw.get("judges", list(DEFAULT_JUDGES)), "judges", src, warnings),
         gen=gen,
         utility=_dataclass_from(UtilityConfig, raw.get("utility", {}), "utility", src),
         logitlens=_dataclass_from(LensConfig, raw.get("logitlens"), "logitlens", src),
@@ -228,6 +233,7 @@ def parse_experiment(raw: Any, src: str = "experiment") -> Experiment:
         raw=raw,
         expect=parse_expectations(raw.get("expect"), names, src),
         warnings=tuple(warnings),
+        sweep=sweep,
     )
     if exp.executor not in EXECUTORS:
         raise DataError(f"{src}: unknown executor {exp.executor!r} (known: {', '.join(EXECUTORS)})")

@@ -130,7 +130,7 @@ def _margins(exp: Experiment, rows: list[UtilityRow], ctx: Context) -> list[Util
     """Refusal margin (analysis/margin.py) of every variant with local logits on the prompts of the run's first
     dataset, and the paired difference against its reference. The margin tests are their own Holm family,
     apart from the ASR comparisons: a different reading, not more tests of the same hypothesis."""
-    from safetydrift.analysis.margin import compare_margins
+    from safetydrift.analysis.margin import compare_margins, harmful_kl
     from safetydrift.stats import holm
 
     got = _read_margins(exp, ctx)
@@ -141,10 +141,14 @@ def _margins(exp: Experiment, rows: list[UtilityRow], ctx: Context) -> list[Util
         meta: dict[str, Any] = {"engine": m.label, "floored": m.n_floored, "dataset": exp.datasets[0],
                                 **{k: m.meta[k] for k in ("nonfinite", "template_mismatch", "ids_mismatch")
                                    if k in m.meta}}
+        kl: dict[str, Any] = {}
         if v.reference is not None and v.reference in got:
             tests[name] = compare_margins(m, got[v.reference])
             meta.update(pairs=tests[name]["n_pairs"], nonzero=tests[name]["n_nonzero"], test=tests[name]["test"])
-        by_name[name] = replace(by_name[name], refusal_margin=m.mean, refusal_margin_n=m.n, margin_meta=meta)
+            kl_h, kl_n = harmful_kl(m, got[v.reference])
+            if kl_h is not None:
+                kl = {"kl_harmful": kl_h, "kl_harmful_n": kl_n}
+        by_name[name] = replace(by_name[name], refusal_margin=m.mean, refusal_margin_n=m.n, margin_meta=meta, **kl)
     named = [n for n, t in tests.items() if t["p"] is not None]
     for name, p_holm in zip(named, holm([tests[n]["p"] for n in named]), strict=True):
         t = tests[name]

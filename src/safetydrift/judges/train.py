@@ -38,6 +38,7 @@ from safetydrift.errors import DataError, SafetyDriftError
 from safetydrift.judges.cv import Row, assign_folds, binary_metrics, rows_sha256, save_card
 from safetydrift.judges.trained import (
     DATA_DIR,
+    FEATURE_HEADS,
     FEATURES_LR,
     MODELS,
     SEMANTICS,
@@ -293,10 +294,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--semantic", required=True, choices=SEMANTICS)
     ap.add_argument("--train", required=True, help="CSV or JSONL with request, response and a 0/1 label")
     ap.add_argument("--label-column", default=None, help="default: the semantic's column if present, else label")
-    ap.add_argument("--extra-jsonl", action="append", default=[], help="more rows {request, response, label}")
-    ap.add_argument("--model", default="cross-encoder", choices=sorted([*MODELS, FEATURES_LR]),
-                    help=f"{FEATURES_LR}: a logistic head over judges/refusal_features.py (refusal only; C and the "
-                         "number of embedding components chosen by the grouped CV)")
+    ap.add_argument("--extra-jsonl", action="append", default=[],
+                    help="more rows (JSONL or CSV) with request, response and the semantic's column or label")
+    ap.add_argument("--model", default="cross-encoder", choices=sorted([*MODELS, *FEATURE_HEADS]),
+                    help=f"{FEATURES_LR}: a logistic head over judges/refusal_features.py (refusal only); "
+                         "harm-features-lr: the same head over judges/harm_features.py (harm only); C and the "
+                         "number of embedding components chosen by the grouped CV")
     ap.add_argument("--out", required=True, help="card directory, or a card name for judges/data/<name>")
     ap.add_argument("--cv", type=int, default=5, help="folds grouped by request (0: no cross-validation)")
     ap.add_argument("--seed", type=int, default=0)
@@ -340,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser().parse_args(argv)
     try:
-        hp = hyperparams(args) if args.model != FEATURES_LR else HyperParams(seed=args.seed)
+        hp = hyperparams(args) if args.model not in FEATURE_HEADS else HyperParams(seed=args.seed)
         sw = _weights(args.weight_source)
         path = Path(args.train)
         rows, column = read_rows(path, args.label_column, args.semantic, sw)
@@ -348,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "n_file": len(rows), "source_weights": sw}
         extra = []
         for e in args.extra_jsonl:
-            more, _ = read_rows(Path(e), "label", args.semantic, sw)
+            more, _ = read_rows(Path(e), None, args.semantic, sw)  # its semantic's column, else label
             extra += more
             info.setdefault("extra", []).append({"file": Path(e).name, "sha256": file_sha256(Path(e)), "n": len(more)})
         out = resolve_out(args.out)
@@ -361,6 +364,14 @@ def main(argv: list[str] | None = None) -> int:
             card = train_feature_card(args.semantic, rows + extra, out, cv=args.cv or 5, threshold=args.threshold,
                                       status=args.status, name=args.name, train_info=info, seed=args.seed,
                                       log=lambda m: print(m, file=sys.stderr))
+        elif args.model in FEATURE_HEADS:
+            from safetydrift.judges.harm_head import KIND, train_harm_card
+
+            if args.semantic != "harm" or args.model != KIND:
+                raise SafetyDriftError(f"--model {args.model} trains a harm judge only (--semantic harm)")
+            card = train_harm_card(rows + extra, out, cv=args.cv or 5, threshold=args.threshold, status=args.status,
+                                   name=args.name, train_info=info, seed=args.seed,
+                                   log=lambda m: print(m, file=sys.stderr))
         else:
             card = train_card(args.semantic, args.model, rows + extra, hp, out, ctx, cv=args.cv,
                               threshold=args.threshold, status=args.status, name=args.name, train_info=info,

@@ -52,6 +52,9 @@ WEIGHTS_FILE = "weights.safetensors"
 CARD_FORMAT = 1
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 FEATURES_LR = "features-lr"  # judges/refusal_head.py: a logistic head over refusal_features, not a PairModel
+# feature-head models (not PairModels): kind → module with ``load_head(directory, card)`` and ``inputs(pairs)``
+FEATURE_HEADS: dict[str, str] = {FEATURES_LR: "safetydrift.judges.refusal_head",
+                                 "harm-features-lr": "safetydrift.judges.harm_head"}
 SMOLLM2 = "smollm2-135m-instruct"
 
 
@@ -118,8 +121,8 @@ class Card:
             raise JudgeError(f"{path}: unreadable judge card ({type(e).__name__}: {e})") from None
         if card.format != CARD_FORMAT:
             raise JudgeError(f"{path}: card format {card.format}, this version reads {CARD_FORMAT}")
-        if card.model not in MODELS and card.model != FEATURES_LR:
-            raise JudgeError(f"{path}: unknown model {card.model!r} (known: {', '.join([*MODELS, FEATURES_LR])})")
+        if card.model not in MODELS and card.model not in FEATURE_HEADS:
+            raise JudgeError(f"{path}: unknown model {card.model!r} (known: {', '.join([*MODELS, *FEATURE_HEADS])})")
         if card.semantic not in SEMANTICS:
             raise JudgeError(f"{path}: unknown semantic {card.semantic!r}")
         weights = directory / card.weights
@@ -436,16 +439,20 @@ class TrainedJudge:
             ctx.log(f"[yellow]judge {self.name}: card {self.card.name!r} is a {self.card.status} card, "
                     "not validated for reporting[/yellow]")
         self.threshold = self.card.threshold if self.params.threshold is None else self.params.threshold
+        # recorded with every verdict (``Record.judge_version``): which card, weights and operating point
+        self.version = (f"{self.card.name}:{self.card.weights_sha256[:12]}:t={self.threshold:g}"
+                        f"{f':abstain={self.params.abstain:g}' if self.params.abstain else ''}")
 
     def model(self) -> Any:
         """Loaded on first use (a CPU model: these judges are small on purpose) and shared in the process:
-        a :class:`PairModel`, or a ``refusal_head.FeatureHead`` for a ``features-lr`` card."""
+        a :class:`PairModel`, or a ``refusal_head.FeatureHead`` for a card of :data:`FEATURE_HEADS`."""
         key = (str(self.directory.resolve()), self.card.weights_sha256)
         if key not in self._loaded:
-            if self.card.model == FEATURES_LR:
-                from safetydrift.judges.refusal_head import load_head
+            if self.card.model in FEATURE_HEADS:
+                import importlib
 
-                self._loaded[key] = load_head(self.directory, self.card)
+                head = importlib.import_module(FEATURE_HEADS[self.card.model])
+                self._loaded[key] = head.load_head(self.directory, self.card)
             else:
                 self._loaded[key] = load_trained(self.directory, self.ctx)[1]
         return self._loaded[key]
@@ -453,10 +460,10 @@ class TrainedJudge:
     def predict_proba(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         if not pairs:
             return np.zeros(0)
-        if self.card.model == FEATURES_LR:
-            from safetydrift.judges.refusal_head import inputs
+        if self.card.model in FEATURE_HEADS:
+            import importlib
 
-            x = inputs(pairs)
+            x = importlib.import_module(FEATURE_HEADS[self.card.model]).inputs(pairs)
             z = self.model().logits(x.feats, x.resp_emb)
         else:
             z = self.model().logits(pairs, self.params.batch)

@@ -32,6 +32,7 @@ from safetydrift.records import ExperimentResult, Record
 from safetydrift.report import sections
 from safetydrift.report.data import ExperimentView
 from safetydrift.report.figures import FigureSet, draw_all
+from safetydrift.report.format import MISSING
 from safetydrift.report.html import environment
 from safetydrift.report.samples import explorer, tree_view
 from safetydrift.report.tables import write_tables
@@ -66,6 +67,7 @@ def _page(E: ExperimentView, records: Sequence[Record], runs: list[dict[str, Any
     """The template's context: every section as rows of text; an empty section is left out of the page."""
     return {
         "title": E.title,
+        "missing": MISSING,
         "nonce": secrets.token_urlsafe(18),
         "headline": sections.headline_groups(E),
         "show_eval": bool(E.varying),

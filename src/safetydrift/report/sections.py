@@ -85,7 +85,7 @@ def margin_view(u: UtilityRow | None, guarded: bool = False) -> dict[str, Any]:
     logits alone), so it is labelled "model, unguarded"."""
     if u is None or finite(u.refusal_margin) is None:
         return {"margin": MISSING, "diff": MISSING, "p": MISSING, "p_holm": MISSING, "note": "", "text": MISSING,
-                "has_diff": False}
+                "has_diff": False, "kl_harmful": MISSING}
     lo, hi = finite_pair(u.margin_diff_ci)
     diff = MISSING if finite(u.margin_diff) is None else _signed(u.margin_diff) + (
         "" if lo is None or hi is None else f" [{_signed(lo)}, {_signed(hi)}]")
@@ -95,7 +95,10 @@ def margin_view(u: UtilityRow | None, guarded: bool = False) -> dict[str, Any]:
     view: dict[str, Any] = {"margin": f"{finite(u.refusal_margin):.2f} (n={u.refusal_margin_n})", "diff": diff,
                             "p": pval(u.margin_p), "p_holm": pval(u.margin_p_holm), "note": note,
                             "has_diff": diff != MISSING}
-    text = view["margin"] + (f"; Δ {diff}, p {view['p']} (Holm {view['p_holm']})" if view["has_diff"] else "")
+    kl = finite(u.kl_harmful)
+    view["kl_harmful"] = MISSING if kl is None else f"{kl:.3f} (n={u.kl_harmful_n})"
+    text = view["margin"] + (f"; Δ {diff}, p {view['p']} (Holm {view['p_holm']})" if view["has_diff"] else "") + (
+        f"; KL on harmful prompts {kl:.3f} nats" if kl is not None else "")
     return {**view, "text": text + (f" ({note})" if note else "")}
 
 

@@ -30,7 +30,7 @@ __all__ = ["TABLES", "Table", "write_csv", "write_tables"]
 
 # the refusal margin (analysis/margin.py) and its paired change against the reference; p Holm is within margins
 MARGIN_COLS = ["refusal_margin", "refusal_margin_n", "margin_diff", "margin_diff_ci_low", "margin_diff_ci_high",
-               "margin_p", "margin_p_holm"]
+               "margin_p", "margin_p_holm", "kl_harmful", "kl_harmful_n"]
 MARGIN_META_COLS = ["margin_meta"]  # utility.csv only: engine, test, pairs, prompts at the floor (JSON)
 # log-likelihood multiple choice (analysis/mc.py); mc_meta (utility.csv only): format, engine, per skill, items/s
 MC_COLS = ["mc_acc", "mc_acc_ci_low", "mc_acc_ci_high", "mc_acc_norm", "mc_acc_norm_ci_low", "mc_acc_norm_ci_high",
@@ -114,7 +114,8 @@ def _margin_cells(u: UtilityRow | None) -> dict[str, Any]:
     lo, hi = finite_pair(u.margin_diff_ci)
     return {"refusal_margin": u.refusal_margin, "refusal_margin_n": u.refusal_margin_n, "margin_diff": u.margin_diff,
             "margin_diff_ci_low": lo, "margin_diff_ci_high": hi, "margin_p": u.margin_p,
-            "margin_p_holm": u.margin_p_holm, "margin_meta": u.margin_meta}
+            "margin_p_holm": u.margin_p_holm, "kl_harmful": u.kl_harmful, "kl_harmful_n": u.kl_harmful_n,
+            "margin_meta": u.margin_meta}
 
 
 def _mc_cells(u: UtilityRow | None) -> dict[str, Any]:

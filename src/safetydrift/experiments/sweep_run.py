@@ -1,0 +1,176 @@
+"""The free-lunch map's cell runner: an experiment with a ``sweep:`` block (``experiments/sweep.py``) run one cell
+(variant) at a time, resumable, then analysed and read against the decision rules (``analysis/freelunch.py``).
+
+A cell is built, then evaluated on every dataset, attack and utility set, with a progress bar (and ETA) over
+cells. A finished cell is written to ``DIR/sweep/cells.jsonl``; the next invocation skips it, and an interrupted
+cell resumes from the result store. Then the whole experiment is analysed as ``safetydrift run`` would (every
+record is in the store, so nothing is generated again) and ``DIR/sweep.html`` / ``sweep.json`` are written next
+to ``report.html``. Separate from ``experiments/sweep.py`` (imported by the schema) so that the runner may
+import ``experiments.run`` without a cycle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from safetydrift.analysis.freelunch import SweepRow
+    from safetydrift.context import Context
+    from safetydrift.experiments.schema import Experiment
+    from safetydrift.records import ExperimentResult, Record
+    from safetydrift.runner import EvalRequest
+
+
+# ------------------------------------------------------------------------------------------- cells
+def cell_requests(exp: Experiment) -> list[tuple[str, list[EvalRequest]]]:
+    """Per variant (a cell of the map), its safety and utility requests, each for that one model."""
+    from safetydrift.experiments.utility import utility_requests
+    from safetydrift.runner import EvalRequest
+
+    safety = [EvalRequest(models=[], dataset=ds, attack=atk, judges=exp.judges, gen=exp.gen, backend=exp.backend)
+              for ds in exp.datasets for atk in exp.attacks]
+    reqs = safety + utility_requests(exp)
+    return [(v.name, [dataclasses.replace(r, models=[v.recipe]) for r in reqs]) for v in exp.variants]
+
+
+def _cell_key(reqs: list[EvalRequest]) -> str:
+    from safetydrift.hashing import sha256_json
+
+    return sha256_json([dataclasses.asdict(r) for r in reqs])[:24]
+
+
+def run_cells(exp: Experiment, out: Path, ctx: Context, executor: str = "local") -> tuple[int, int]:
+    """Evaluate every cell not yet in ``out/sweep/cells.jsonl``; returns (cells run, cells skipped)."""
+    from safetydrift.experiments.executors import eval_groups
+    from safetydrift.runner import progress_bar
+    from safetydrift.store import OutputLock, ResultStore
+
+    with OutputLock(out):
+        ledger = out / "sweep" / "cells.jsonl"
+        ledger.parent.mkdir(parents=True, exist_ok=True)
+        done = set()
+        if ledger.exists():
+            for line in ledger.read_text(encoding="utf-8").splitlines():
+                try:
+                    done.add(json.loads(line)["key"])
+                except (ValueError, KeyError, TypeError):  # a torn last line: that cell runs again
+                    continue
+        cells = [(name, reqs, _cell_key(reqs)) for name, reqs in cell_requests(exp)]
+        todo = [c for c in cells if c[2] not in done]
+        ctx.log(f"[bold]sweep {exp.name}[/]: {len(cells)} cells, {len(cells) - len(todo)} already done")
+        store = ResultStore(out / "results.jsonl")
+        with progress_bar(ctx) as prog, ledger.open("a", encoding="utf-8") as f:
+            task = prog.add_task("sweep cells", total=len(cells), completed=len(cells) - len(todo))
+
+            def finished(k: int) -> None:
+                f.write(json.dumps({"cell": todo[k][0], "key": todo[k][2]}) + "\n")
+                f.flush()
+                prog.advance(task)
+
+            eval_groups([reqs for _, reqs, _ in todo], ctx, store, executor, on_done=finished)
+    return len(todo), len(cells) - len(todo)
+
+
+# ------------------------------------------------------------------------------------------- analysis
+def run_sweep(exp: Experiment, out: Path, ctx: Context, executor: str = "local") -> list[SweepRow]:
+    """Cells, then the experiment's own analysis and report, then the map's verdicts and page."""
+    from safetydrift.analysis.freelunch import Rules, SweepRow, decide, evidence, parting_dose, scale_tests
+    from safetydrift.experiments import ensure_not_running_inside, run_experiment
+    from safetydrift.report.sweep import render_sweep_report
+    from safetydrift.store import OutputLock, atomic_write_text
+
+    spec = exp.sweep
+    assert spec is not None
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_not_running_inside(out)
+    run_cells(exp, out, ctx, executor)
+    # every record is in the store now: the local executor only looks answers up
+    result = run_experiment(dataclasses.replace(exp, executor="local"), out, ctx)
+    rules = Rules()
+    with OutputLock(out):
+        cell = _decision_cell(result)
+        records = _primary_records(exp, ctx, out, cell)
+        rows = [SweepRow(e, decide(e, rules)) for e in evidence(
+            spec, result, cell, _scale_p(spec, exp, records, cell, scale_tests), rules)]
+        parting = parting_dose(rows, rules)
+        lens = _lens(exp, ctx, out, parting)
+        atomic_write_text(out / "sweep.json", json.dumps({
+            "format": 1, "name": exp.name, "decision_cell": list(cell), "rules": dataclasses.asdict(rules),
+            "rules_text": [{"rule": r, "text": t} for r, t in rules.text()], "parting_dose": parting,
+            "cells": [r.to_json() for r in rows]}, indent=2, default=str))
+        render_sweep_report(spec, result, rows, cell, out, rules, parting, lens)
+    return rows
+
+
+def _decision_cell(result: ExperimentResult) -> tuple[str, str, str]:
+    """The first dataset and attack as the records name them, and the headline (first) judge."""
+    first = result.asr[0]
+    return first.dataset, first.attack, result.headline_judge or first.judge
+
+
+def _primary_records(exp: Experiment, ctx: Context, out: Path, cell: tuple[str, str, str]) -> list[Record]:
+    """This run's records of the first dataset and attack (a store lookup: nothing is generated)."""
+    from safetydrift.experiments.executors import eval_groups
+    from safetydrift.runner import EvalRequest
+    from safetydrift.store import ResultStore
+
+    req = EvalRequest(models=[v.recipe for v in exp.variants], dataset=exp.datasets[0], attack=exp.attacks[0],
+                      judges=exp.judges, gen=exp.gen, backend=exp.backend)
+    recs = eval_groups([[req]], ctx, ResultStore(out / "results.jsonl"))[0]
+    return [r for r in recs if r.judge == cell[2]]
+
+
+def _scale_p(spec: Any, exp: Experiment, records: list[Record], cell: tuple[str, str, str],
+             scale_tests: Any) -> dict[str, float]:
+    if spec.scale_control is None:
+        return {}
+    recipe = {v.name: v.recipe for v in exp.variants}
+    cells = spec.cells()
+    control = {(c.dose, c.seed): c.name for c in cells if c.compress == spec.scale_control}
+    pairs = [(c.name, recipe[c.name], control[(c.dose, c.seed)], recipe[control[(c.dose, c.seed)]])
+             for c in cells if c.role == "compressed" and c.compress != spec.scale_control]
+    return scale_tests(records, pairs, cell) if pairs else {}
+
+
+def _lens(exp: Experiment, ctx: Context, out: Path, parting: str | None) -> Path | None:
+    """LogitLens panels of aligned, the fine-tune and every compression at the parting dose (first seed)."""
+    spec = exp.sweep
+    if spec is None or parting is None or not spec.lens:
+        return None
+    from safetydrift.analysis.logitlens import plot_panels, run_logitlens
+    from safetydrift.datasets import load_dataset
+
+    seed = spec.seeds[0]
+    names = [c.name for c in spec.cells() if c.role == "base" or (c.dose == parting and c.seed == seed)]
+    recipes = {exp.variant(n).recipe: n for n in names}
+    hf = [r for r in recipes if ctx.resolve(r).kind == "hf"]
+    if not hf:
+        return None
+    prompts = [it.prompt for it in load_dataset(exp.datasets[0], ctx).items[: spec.lens]]
+    results = run_logitlens(hf, prompts, ctx, system_prompt=exp.gen.system_prompt, show_progress=not ctx.quiet)
+    png = out / "figures" / "sweep_lens.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    plot_panels({recipes[r]: res for r, res in results.items()}, png)
+    return png
+
+
+def print_verdicts(rows: list[SweepRow]) -> None:
+    from rich.table import Table
+
+    from safetydrift.analysis.freelunch import Rules
+    from safetydrift.cli.common import print_table
+    from safetydrift.report.format import pct, pval
+
+    t = Table(title="free-lunch map: the rule each cell meets")
+    for h in ("cell", "ASR FT", "ASR X", "Holm p", "R", "util. loss", "rule", "why"):
+        t.add_column(h, overflow="fold")
+    for r in rows:
+        e = r.evidence
+        t.add_row(e.name, pct(e.asr_ft, 0), pct(e.asr_x, 0), pval(e.p_holm), "–" if e.r is None else f"{e.r:.2f}",
+                  pct(e.utility_loss, 0), r.verdict.rule, r.verdict.why)
+    print_table(t)
+    for name, text in Rules().text():
+        print(f"  {name}: {text}")
