@@ -152,3 +152,12 @@ def test_cli_trains_a_harm_card_and_refuses_the_wrong_semantic(tmp_path: Path, f
     rc = tr.main(["--semantic", "refusal", "--model", hh.KIND, "--train", str(path), "--out", str(tmp_path / "d"),
                   "--label-column", "harm", "--cv", "2"])
     assert rc == 2 and "harm judge only" in capsys.readouterr().err
+
+
+def test_threshold_is_chosen_by_out_of_fold_kappa_not_accuracy() -> None:
+    y = np.array([1] * 10 + [0] * 90)
+    # logits: positives near 2.5, negatives spread so that p = 0.5 takes in 20 false positives
+    oof = np.concatenate([np.full(10, 2.5), np.full(20, 0.5), np.full(70, -3.0)])
+    t, by = hh.choose_threshold([oof, oof], y)
+    assert t == 0.7 and by["0.7"] == 1.0 and by["0.5"] < 0.5
+    assert hh.kappa(y, (y == 1).astype(int)) == 1.0

@@ -75,7 +75,27 @@ def load_head(directory: Path, card: Any) -> FeatureHead:
     return head_from_tensors(load_file(str(weights)), f"judge card {card.name!r}")
 
 
-def train_harm_card(rows: Sequence[Any], out: Path, *, cv: int = 5, threshold: float = 0.5, status: str = "final",
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+
+
+def kappa(y: np.ndarray, pred: np.ndarray) -> float:
+    po, pa, pb = float((y == pred).mean()), float(y.mean()), float(pred.mean())
+    pe = pa * pb + (1 - pa) * (1 - pb)
+    return (po - pe) / (1 - pe) if pe < 1 else 1.0
+
+
+def choose_threshold(oofs: Sequence[np.ndarray], y: np.ndarray, grid: Sequence[float] = THRESHOLDS) -> tuple[float, dict[str, float]]:
+    """The operating point by out-of-fold κ (mean over fold seeds), training rows only. Why not 0.5: the head
+    is fitted with balanced class weights (positives are ~10% of the rows), which puts p = 0.5 well inside
+    the negatives; κ, not accuracy, is the target because accuracy rewards calling everything harmless."""
+    mean = {f"{t:g}": round(float(np.mean([kappa(y, (1 / (1 + np.exp(-o)) >= t).astype(int)) for o in oofs])), 4)
+            for t in grid}
+    best = max(grid, key=lambda t: (mean[f"{t:g}"], -t))
+    return best, mean
+
+
+def train_harm_card(rows: Sequence[Any], out: Path, *, cv: int = 5, threshold: float | None = None,
+                    status: str = "final",
                     name: str | None = None, train_info: dict[str, Any] | None = None,
                     grid_c: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0), grid_k: Sequence[int] = (0, 8, 16),
                     seed: int = 0, log: Any = print, embed: Any = None, request_harm: Any = None) -> Any:
@@ -96,12 +116,17 @@ def train_harm_card(rows: Sequence[Any], out: Path, *, cv: int = 5, threshold: f
     requests = [r.request for r in rows]
     log(f"{KIND}: {len(rows)} rows featurised in {time.perf_counter() - t0:.1f} s")
     c, k, grid = select(x, y, requests, grid_c, grid_k, cv, (seed, seed + 1, seed + 2), log)
-    oof = cross_validate(x, y, requests, c, k, cv, seed)
+    oofs = [cross_validate(x, y, requests, c, k, cv, s) for s in (seed, seed + 1, seed + 2)]
+    by_t: dict[str, float] = {}
+    if threshold is None:
+        threshold, by_t = choose_threshold(oofs, y)
+        log(f"  threshold by out-of-fold kappa: {threshold:g} ({by_t})")
+    oof = oofs[0]
     pred = (1 / (1 + np.exp(-oof)) >= threshold).astype(int)
     scores: dict[str, Any] = {"folds": cv, "grouped_by": "request", "threshold": threshold, "selected": {"C": c, "k": k},
                               "grid_mean_accuracy_3_fold_seeds": grid,
                               "selection": "one-standard-error rule (fewest components, then smallest C)",
-                              **binary_metrics(y, pred)}
+                              "threshold_kappa_3_fold_seeds": by_t, **binary_metrics(y, pred)}
     kinds = sorted({r.source.split("+")[0] for r in rows if r.source})
     if len(kinds) > 1:
         scores["by_source"] = {s: binary_metrics(y[m], pred[m]) for s in kinds

@@ -303,7 +303,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", required=True, help="card directory, or a card name for judges/data/<name>")
     ap.add_argument("--cv", type=int, default=5, help="folds grouped by request (0: no cross-validation)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="success iff p >= threshold (default 0.5; harm-features-lr: chosen by out-of-fold kappa)")
     ap.add_argument("--status", choices=("dev", "final"), default="final",
                     help="dev: a trial card, the judge warns when it is used")
     ap.add_argument("--name", default=None, help="card name (default: the folder name)")
@@ -361,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.model == FEATURES_LR:
             from safetydrift.judges.train_head import train_feature_card
 
-            card = train_feature_card(args.semantic, rows + extra, out, cv=args.cv or 5, threshold=args.threshold,
+            card = train_feature_card(args.semantic, rows + extra, out, cv=args.cv or 5, threshold=0.5 if args.threshold is None else args.threshold,
                                       status=args.status, name=args.name, train_info=info, seed=args.seed,
                                       log=lambda m: print(m, file=sys.stderr))
         elif args.model in FEATURE_HEADS:
@@ -374,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
                                    log=lambda m: print(m, file=sys.stderr))
         else:
             card = train_card(args.semantic, args.model, rows + extra, hp, out, ctx, cv=args.cv,
-                              threshold=args.threshold, status=args.status, name=args.name, train_info=info,
+                              threshold=0.5 if args.threshold is None else args.threshold, status=args.status, name=args.name, train_info=info,
                               log=lambda m: print(m, file=sys.stderr))
         if args.notes:
             card.notes = args.notes
