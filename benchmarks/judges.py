@@ -1,6 +1,6 @@
 """Judge throughput: judgements/s of each judge on the rows of a labelled CSV (default: the held-out set).
 
-    nice -n 19 python benchmarks/judges.py [--judge keyword --judge refusal] [--labels judge_heldout.csv] [--repeat 1]
+    nice -n 19 python benchmarks/judges.py [--judge keyword --judge refusal --judge harm] [--labels judge_heldout.csv] [--repeat 1]
 
 Prints a table (judge, rows, load seconds, judging seconds, judgements/s, and the process CPU seconds of
 judging with judgements per CPU-second: on a shared machine the wall-clock rate depends on the other load,
@@ -31,19 +31,20 @@ def main() -> None:
     from safetydrift.types import Item, JudgeInput
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--judge", action="append", default=None, help="judge spec (repeatable; default keyword, refusal)")
+    ap.add_argument("--judge", action="append", default=None, help="judge spec (repeatable; default keyword, refusal, harm)")
     ap.add_argument("--labels", default=str(DEFAULT_LABELS), help="CSV with request and response columns")
     ap.add_argument("--limit", type=int, default=0, help="first N rows only (0: all)")
     ap.add_argument("--repeat", type=int, default=1, help="judging passes per judge (the first is reported)")
     a = ap.parse_args()
-    rows = read_labels(Path(a.labels), label_column="refusal" if "judge_" in Path(a.labels).name else "label")
+    name = Path(a.labels).name
+    rows = read_labels(Path(a.labels), label_column="refusal" if name.startswith(("judge_", "harm_")) else "label")
     rows = rows[: a.limit] if a.limit else rows
     inputs = [JudgeInput(Item.make(r.request), r.request, r.response) for r in rows]
     ctx = Context()
     table = Table(title=f"judge throughput on {Path(a.labels).name} ({len(inputs)} rows, {os.cpu_count()} CPUs)")
     for col in ("judge", "rows", "load s", "judge s", "per s", "CPU s", "per CPU-s", "later per s"):
         table.add_column(col, justify="left" if col == "judge" else "right")
-    for spec in a.judge or ["keyword", "refusal"]:
+    for spec in a.judge or ["keyword", "refusal", "harm"]:
         t0 = time.perf_counter()
         judge = make_judges([spec], ctx)[0]
         if hasattr(judge, "model"):  # trained judges load lazily: load here, so judging time is judging only
