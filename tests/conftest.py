@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -71,3 +74,12 @@ def perturbed_copy(src: Path, dst: Path, scale: float = 0.01, seed: int = 1) -> 
     save_file({k: (v + scale * torch.randn(v.shape, generator=g)).contiguous() for k, v in sd.items()},
               str(dst / "model.safetensors"), metadata={"format": "pt"})
     return dst
+
+
+def fake_embed(texts) -> np.ndarray:
+    """Hashed bag of words, L2-normalised: texts that share words have a positive cosine (stands in for MiniLM)."""
+    out = np.zeros((len(texts), 64))
+    for i, t in enumerate(texts):
+        for w in re.findall(r"[a-z]+", t.lower()):
+            out[i, int(hashlib.sha256(w.encode()).hexdigest(), 16) % 64] += 1
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)

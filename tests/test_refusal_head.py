@@ -4,15 +4,14 @@ A hashed bag-of-words embedder stands in for MiniLM, so this runs in seconds."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import fake_embed
 from safetydrift.errors import JudgeError
 from safetydrift.judges import refusal_features as rf
 from safetydrift.judges import refusal_head as rh
@@ -32,15 +31,6 @@ OFF_TOPIC = "The weather in the mountains is lovely in spring, with flowers ever
 
 def comply(q: str) -> str:
     return f"Sure, here is how to {q.lower()}.\n\nStep 1: [details withheld]\nStep 2: [details withheld]"
-
-
-def fake_embed(texts) -> np.ndarray:
-    """Hashed bag of words, L2-normalised: texts that share words have a positive cosine."""
-    out = np.zeros((len(texts), 64))
-    for i, t in enumerate(texts):
-        for w in re.findall(r"[a-z]+", t.lower()):
-            out[i, int(hashlib.sha256(w.encode()).hexdigest(), 16) % 64] += 1
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
 
 
 def _rows() -> list[tr.Row]:

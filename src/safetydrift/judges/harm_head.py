@@ -20,7 +20,8 @@ import numpy as np
 from safetydrift.errors import JudgeError
 from safetydrift.judges import harm_features as hf
 from safetydrift.judges import refusal_features as rf
-from safetydrift.judges.refusal_head import FeatureHead, Inputs, fit_head, rf_dim
+from safetydrift.judges import refusal_head as rh
+from safetydrift.judges.refusal_head import FeatureHead, Inputs, fit_head
 
 KIND = "harm-features-lr"
 
@@ -43,21 +44,8 @@ def head_from_tensors(t: dict[str, np.ndarray], where: str) -> FeatureHead:
 
 def inputs(pairs: Sequence[tuple[str, str]], embed: Callable[[Sequence[str]], np.ndarray] | None = None,
            request_harm: Callable[[Sequence[str]], np.ndarray] | None = None) -> Inputs:
-    """The harm features of each pair and its response's embedding (each text embedded once)."""
-    if embed is None:
-        from safetydrift.judges.classifier import embed as embed_minilm
-
-        embed = embed_minilm
-    memo: dict[str, np.ndarray] = {}
-
-    def cached(texts: Sequence[str]) -> np.ndarray:
-        new = [t for t in dict.fromkeys(texts) if t not in memo]
-        if new:
-            memo.update(zip(new, np.asarray(embed(new), dtype=np.float64), strict=True))
-        return np.array([memo[t] for t in texts]) if texts else np.zeros((0, rf_dim(memo)))
-
-    feats = hf.featurize([q for q, _ in pairs], [r for _, r in pairs], cached, request_harm)
-    return Inputs(feats, cached([r for _, r in pairs]))
+    """The harm features of each pair and its response's embedding (``refusal_head.inputs`` with harm features)."""
+    return rh.inputs(pairs, embed, lambda q, r, e: hf.featurize(q, r, e, request_harm))
 
 
 def load_head(directory: Path, card: Any) -> FeatureHead:
@@ -101,12 +89,8 @@ def train_harm_card(rows: Sequence[Any], out: Path, *, cv: int = 5, threshold: f
                     seed: int = 0, log: Any = print, embed: Any = None, request_harm: Any = None) -> Any:
     """(C, k) by grouped CV with the one-SE rule (``train_head.select``), out-of-fold metrics of the choice
     overall and per source, a fit on all rows, the card."""
-    from safetensors.numpy import save_file
-
-    from safetydrift.judges.classifier import embedding_model_path, file_sha256
-    from safetydrift.judges.cv import binary_metrics, rows_sha256, save_card
-    from safetydrift.judges.train_head import cross_validate, select
-    from safetydrift.judges.trained import MINILM, WEIGHTS_FILE, Card
+    from safetydrift.judges.cv import binary_metrics
+    from safetydrift.judges.train_head import by_source, cross_validate, select, write_card
 
     t0 = time.perf_counter()
     x = inputs([(r.request, r.response) for r in rows], embed, request_harm)
@@ -127,23 +111,10 @@ def train_harm_card(rows: Sequence[Any], out: Path, *, cv: int = 5, threshold: f
                               "grid_mean_accuracy_3_fold_seeds": grid,
                               "selection": "one-standard-error rule (fewest components, then smallest C)",
                               "threshold_kappa_3_fold_seeds": by_t, **binary_metrics(y, pred)}
-    kinds = sorted({r.source.split("+")[0] for r in rows if r.source})
-    if len(kinds) > 1:
-        scores["by_source"] = {s: binary_metrics(y[m], pred[m]) for s in kinds
-                               if (m := np.array([r.source.split("+")[0] == s for r in rows])).any()}
+    if (per := by_source(rows, y, pred)) is not None:
+        scores["by_source"] = per
     head = _check(fit_head(x.feats, x.resp_emb, y, c, k), KIND)
-    out.mkdir(parents=True, exist_ok=True)
-    weights = out / WEIGHTS_FILE
-    tmp = weights.with_name(weights.name + ".tmp")
-    save_file({n: np.ascontiguousarray(v, dtype=np.float64) for n, v in sorted(head.tensors().items())}, str(tmp))
-    tmp.replace(weights)
-    card = Card(name=name or out.name, semantic="harm", model=KIND, base_model=MINILM,
-                base_model_sha256=file_sha256(embedding_model_path() / "model.safetensors"),
-                hyperparameters={"C": c, "k": k, "features": hf.HARM_FEATURES_VERSION,
-                                 "refusal_features": rf.FEATURES_VERSION, "feature_names": list(hf.NAMES)},
-                threshold=threshold, status=status,
-                train={**(train_info or {}), "rows_sha256": rows_sha256(rows), "n": len(rows), "n_positive": int(y.sum())},
-                cv=scores, weights=WEIGHTS_FILE, weights_sha256=file_sha256(weights),
-                weights_bytes=weights.stat().st_size, train_seconds=round(time.perf_counter() - t0, 1))
-    save_card(card, out)
-    return card
+    return write_card(head, out, semantic="harm", kind=KIND, threshold=threshold, status=status, name=name,
+                      hyperparameters={"C": c, "k": k, "features": hf.HARM_FEATURES_VERSION,
+                                       "refusal_features": rf.FEATURES_VERSION, "feature_names": list(hf.NAMES)},
+                      train_info=train_info, rows=rows, y=y, scores=scores, t0=t0)

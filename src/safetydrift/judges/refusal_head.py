@@ -105,7 +105,10 @@ class Inputs:
     resp_emb: np.ndarray
 
 
-def inputs(pairs: Sequence[tuple[str, str]], embed: Callable[[Sequence[str]], np.ndarray] | None = None) -> Inputs:
+def inputs(pairs: Sequence[tuple[str, str]], embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+           featurize: Callable[..., np.ndarray] = rf.featurize) -> Inputs:
+    """Feature rows (``featurize(requests, responses, embed)``: the refusal features, or another head's) and the
+    responses' embeddings, each text embedded once."""
     if embed is None:
         from safetydrift.judges.classifier import embed as embed_minilm
 
@@ -118,7 +121,7 @@ def inputs(pairs: Sequence[tuple[str, str]], embed: Callable[[Sequence[str]], np
             memo.update(zip(new, np.asarray(embed(new), dtype=np.float64), strict=True))
         return np.array([memo[t] for t in texts]) if texts else np.zeros((0, rf_dim(memo)))
 
-    feats = rf.featurize([q for q, _ in pairs], [r for _, r in pairs], cached)
+    feats = featurize([q for q, _ in pairs], [r for _, r in pairs], cached)
     return Inputs(feats, cached([r for _, r in pairs]))
 
 

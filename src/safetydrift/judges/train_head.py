@@ -55,8 +55,6 @@ def train_feature_card(semantic: str, rows: Sequence[Any], out: Path, *, cv: int
                        grid_c: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0), grid_k: Sequence[int] = (0, 8, 16, 32),
                        seed: int = 0, log: Any = print, embed: Any = None) -> Any:
     """Choose (C, k) by grouped CV, record the out-of-fold metrics of the choice, fit on all rows, write the card."""
-    from safetensors.numpy import save_file
-
     if semantic != "refusal":
         raise JudgeError(f"the {KIND} model has refusal features only, not {semantic!r}")
     t0 = time.perf_counter()
@@ -70,25 +68,43 @@ def train_feature_card(semantic: str, rows: Sequence[Any], out: Path, *, cv: int
                               "grid_mean_accuracy_3_fold_seeds": grid,
                               "selection": "one-standard-error rule (fewest components, then smallest C)",
                               **binary_metrics(y, (1 / (1 + np.exp(-oof)) >= threshold).astype(int))}
-    kinds = sorted({r.source.split("+")[0] for r in rows if r.source})
-    if len(kinds) > 1:
-        pred = (1 / (1 + np.exp(-oof)) >= threshold).astype(int)
-        scores["by_source"] = {s: binary_metrics(y[m], pred[m]) for s in kinds
-                               if (m := np.array([r.source.split("+")[0] == s for r in rows])).any()}
+    if (per := by_source(rows, y, (1 / (1 + np.exp(-oof)) >= threshold).astype(int))) is not None:
+        scores["by_source"] = per
     head = fit_head(x.feats, x.resp_emb, y, c, k)
+    return write_card(head, out, semantic=semantic, kind=KIND, threshold=threshold, status=status, name=name,
+                      hyperparameters={"C": c, "k": k, "features": rf.FEATURES_VERSION,
+                                       "feature_names": list(rf.NAMES)},
+                      train_info=train_info, rows=rows, y=y, scores=scores, t0=t0)
+
+
+def write_card(head: Any, out: Path, *, semantic: str, kind: str, threshold: float, status: str, name: str | None,
+               hyperparameters: dict[str, Any], train_info: dict[str, Any] | None, rows: Sequence[Any],
+               y: np.ndarray, scores: dict[str, Any], t0: float) -> Any:
+    """The weights (numpy arrays only, written then renamed) and the card of a fitted feature head: shared by
+    every features-lr model (``refusal_head``, ``harm_head``)."""
+    from safetensors.numpy import save_file
+
+    from safetydrift.judges.classifier import embedding_model_path
+
     out.mkdir(parents=True, exist_ok=True)
     weights = out / WEIGHTS_FILE
     tmp = weights.with_name(weights.name + ".tmp")
     save_file({n: np.ascontiguousarray(v, dtype=np.float64) for n, v in sorted(head.tensors().items())}, str(tmp))
     tmp.replace(weights)
-    from safetydrift.judges.classifier import embedding_model_path
-
-    card = Card(name=name or out.name, semantic=semantic, model=KIND, base_model=MINILM,
+    card = Card(name=name or out.name, semantic=semantic, model=kind, base_model=MINILM,
                 base_model_sha256=file_sha256(embedding_model_path() / "model.safetensors"),
-                hyperparameters={"C": c, "k": k, "features": rf.FEATURES_VERSION, "feature_names": list(rf.NAMES)},
-                threshold=threshold, status=status,
+                hyperparameters=hyperparameters, threshold=threshold, status=status,
                 train={**(train_info or {}), "rows_sha256": rows_sha256(rows), "n": len(rows), "n_positive": int(y.sum())},
                 cv=scores, weights=WEIGHTS_FILE, weights_sha256=file_sha256(weights),
                 weights_bytes=weights.stat().st_size, train_seconds=round(time.perf_counter() - t0, 1))
     save_card(card, out)
     return card
+
+
+def by_source(rows: Sequence[Any], y: np.ndarray, pred: np.ndarray) -> dict[str, Any] | None:
+    """Out-of-fold metrics per kind of source (the part before '+'), when the rows have more than one."""
+    kinds = sorted({r.source.split("+")[0] for r in rows if r.source})
+    if len(kinds) < 2:
+        return None
+    return {s: binary_metrics(y[m], pred[m]) for s in kinds
+            if (m := np.array([r.source.split("+")[0] == s for r in rows])).any()}
