@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from safetydrift.context import Context
+from safetydrift.experiments.readings import Readings, model_key
 from safetydrift.experiments.schema import Experiment
 from safetydrift.records import Record, UtilityRow
 from safetydrift.runner import EvalRequest
@@ -80,9 +81,11 @@ def _ppl_kl(exp: Experiment, rows: list[UtilityRow], ctx: Context, n_texts: int)
     """Perplexity on held-out benign text and next-token KL(reference ‖ variant) for every variant with
     local weights: HF checkpoints through transformers, GGUF builds through llama.cpp as served."""
     from safetydrift.analysis.metrics import BENIGN_TEXTS, drift_metrics
+    from safetydrift.hashing import sha256_json
     from safetydrift.runner import progress_bar
 
     texts = list(BENIGN_TEXTS)[:n_texts]
+    memo = _readings(ctx)
     by_name = {r.variant: r for r in rows}
     resolved = {v.name: ctx.resolve(v.recipe) for v in exp.variants}
     local = [v for v in exp.variants if resolved[v.name].kind in ("hf", "gguf")]
@@ -92,7 +95,11 @@ def _ppl_kl(exp: Experiment, rows: list[UtilityRow], ctx: Context, n_texts: int)
             ref = resolved[v.reference] if v.reference is not None else None
             if ref is not None and ref.kind not in ("hf", "gguf"):
                 ref = None
-            d = drift_metrics(resolved[v.name], ref, texts, device=ctx.device)
+            key = _material(variant=model_key(resolved[v.name]), reference=model_key(ref), texts=sha256_json(texts))
+            d = memo.get("ppl_kl", key)
+            if d is None:
+                d = drift_metrics(resolved[v.name], ref, texts, device=ctx.device)
+                memo.put("ppl_kl", key, d)
             kl = float(d["kl_to_reference"]) if "kl_to_reference" in d else by_name[v.name].kl_to_reference
             by_name[v.name] = replace(by_name[v.name], ppl=float(d["ppl"]), kl_to_reference=kl)
             prog.advance(task)
@@ -102,12 +109,29 @@ def _ppl_kl(exp: Experiment, rows: list[UtilityRow], ctx: Context, n_texts: int)
 def _mc(exp: Experiment, rows: list[UtilityRow], ctx: Context, n: int, fmt: str) -> list[UtilityRow]:
     """acc and acc_norm on the first ``n`` mc-utility items (analysis/mc.py) for every variant with local logits,
     and the paired change of acc against the reference (McNemar exact; its own reading, not in the ASR family)."""
-    from safetydrift.analysis.mc import load_items, score_mc
+    from dataclasses import asdict
+
+    from safetydrift.analysis.mc import McResult, load_items, score_mc
+    from safetydrift.hashing import sha256_json
     from safetydrift.stats import compare_paired
 
     items = load_items(n)
-    read = _per_local_model(exp, ctx, "multiple choice", len(items), lambda model, advance: score_mc(
-        model, items, fmt=fmt, system_prompt=exp.gen.system_prompt, device=ctx.device, progress=advance))
+    memo = _readings(ctx)
+    settings = {"items": sha256_json([asdict(it) for it in items]), "fmt": fmt, "system_prompt": exp.gen.system_prompt}
+
+    def read_mc(model: ResolvedModel, advance: Callable[[int], None]) -> McResult:
+        key = _material(model=model_key(model), **settings)
+        hit = memo.get("mc", key)
+        if hit is not None and len(hit["lls"]) == len(items):
+            return McResult(tuple(items), tuple(tuple(x) for x in hit["lls"]), hit["engine"], hit["fmt"],
+                            hit["seconds"], {**hit["meta"], "unguarded": bool(model.wrappers), "memo": True})
+        res = score_mc(model, items, fmt=fmt, system_prompt=exp.gen.system_prompt, device=ctx.device,
+                       progress=advance)
+        memo.put("mc", key, {"lls": res.lls, "engine": res.engine, "fmt": res.fmt, "seconds": res.seconds,
+                             "meta": res.meta})
+        return res
+
+    read = _per_local_model(exp, ctx, "multiple choice", len(items), read_mc)
     resolved = {name: model for name, (model, _) in read.items()}
     got = {name: res for name, (_, res) in read.items()}
     by_name = {r.variant: r for r in rows}
@@ -130,10 +154,10 @@ def _margins(exp: Experiment, rows: list[UtilityRow], ctx: Context) -> list[Util
     """Refusal margin (analysis/margin.py) of every variant with local logits on the prompts of the run's first
     dataset, and the paired difference against its reference. The margin tests are their own Holm family,
     apart from the ASR comparisons: a different reading, not more tests of the same hypothesis."""
-    from safetydrift.analysis.margin import compare_margins, harmful_kl
+    from safetydrift.analysis.margin import compare_margins
     from safetydrift.stats import holm
 
-    got = _read_margins(exp, ctx)
+    got, kls = _read_margins(exp, ctx)
     by_name = {r.variant: r for r in rows}
     tests: dict[str, dict[str, Any]] = {}
     for name, m in got.items():
@@ -145,7 +169,7 @@ def _margins(exp: Experiment, rows: list[UtilityRow], ctx: Context) -> list[Util
         if v.reference is not None and v.reference in got:
             tests[name] = compare_margins(m, got[v.reference])
             meta.update(pairs=tests[name]["n_pairs"], nonzero=tests[name]["n_nonzero"], test=tests[name]["test"])
-            kl_h, kl_n = harmful_kl(m, got[v.reference])
+            kl_h, kl_n = kls.get(name, (None, 0))
             if kl_h is not None:
                 kl = {"kl_harmful": kl_h, "kl_harmful_n": kl_n}
         by_name[name] = replace(by_name[name], refusal_margin=m.mean, refusal_margin_n=m.n, margin_meta=meta, **kl)
@@ -157,20 +181,67 @@ def _margins(exp: Experiment, rows: list[UtilityRow], ctx: Context) -> list[Util
     return [by_name[r.variant] for r in rows]
 
 
-def _read_margins(exp: Experiment, ctx: Context) -> dict[str, Margins]:
-    """Each local variant's margins, one model in memory at a time, with a progress bar (and ETA) over prompts."""
-    from safetydrift.analysis.margin import refusal_margins
+def _read_margins(exp: Experiment, ctx: Context) -> tuple[dict[str, Margins], dict[str, tuple[float | None, int]]]:
+    """Each local variant's margins and its first-token KL to its reference on the harmful prompts (KL_h), one
+    model in memory at a time, with a progress bar (and ETA) over prompts. Both are memoised (margins by model,
+    KL_h by pair); a model is read only when its margins or a KL_h it takes part in are not in the memo."""
+    from safetydrift.analysis.margin import Margins, harmful_kl, refusal_margins
     from safetydrift.datasets import load_dataset
 
-    items = load_dataset(exp.datasets[0], ctx).items  # what the safety eval ran (a run sets no limit)
+    ds = load_dataset(exp.datasets[0], ctx)  # what the safety eval ran (a run sets no limit)
+    items = ds.items
+    memo = _readings(ctx)
+    settings = {"items": ds.sha256, "system_prompt": exp.gen.system_prompt}
+    resolved = {v.name: ctx.resolve(v.recipe) for v in exp.variants}
+
+    def margin_key(name: str) -> dict[str, Any] | None:
+        return _material(model=model_key(resolved[name]), **settings)
+
+    def kl_key(name: str, ref: str) -> dict[str, Any] | None:
+        return _material(variant=model_key(resolved[name]), reference=model_key(resolved[ref]), **settings)
+
+    cached: dict[str, Margins] = {}
+    for v in exp.variants:
+        hit = memo.get("margins", margin_key(v.name))
+        if hit is not None:
+            cached[v.name] = Margins(by_item={k: float(x) for k, x in hit["by_item"].items()},
+                                     n_floored=int(hit["n_floored"]), engine=hit["engine"], meta=hit["meta"],
+                                     unguarded=bool(resolved[v.name].wrappers))
+    pairs = [(v.name, v.reference) for v in exp.variants if v.reference is not None]
+    kls: dict[str, tuple[float | None, int]] = {}
+    for name, ref in pairs:
+        hit = memo.get("kl_harmful", kl_key(name, ref))
+        if hit is not None:
+            kls[name] = (hit["kl"], int(hit["n"]))
+    need = {n for n in resolved if n not in cached}
+    need |= {x for name, ref in pairs if name not in kls for x in (name, ref)}
     read = _per_local_model(exp, ctx, "refusal margin", len(items), lambda model, advance: refusal_margins(
-        model, items, ctx, system_prompt=exp.gen.system_prompt, progress=advance))
-    got = {name: replace(m, unguarded=bool(model.wrappers)) for name, (model, m) in read.items()}
-    return got
+        model, items, ctx, system_prompt=exp.gen.system_prompt, progress=advance), only=need)
+    fresh = {name: replace(m, unguarded=bool(model.wrappers)) for name, (model, m) in read.items()}
+    for name, m in fresh.items():
+        memo.put("margins", margin_key(name), {"by_item": m.by_item, "n_floored": m.n_floored, "engine": m.engine,
+                                               "meta": m.meta})
+    for name, ref in pairs:
+        if name not in kls and name in fresh and ref in fresh:
+            kl_h, kl_n = harmful_kl(fresh[name], fresh[ref])
+            kls[name] = (kl_h, kl_n)
+            memo.put("kl_harmful", kl_key(name, ref), {"kl": kl_h, "n": kl_n})
+    got = {**{n: m for n, m in cached.items() if n not in fresh}, **fresh}
+    return {v.name: got[v.name] for v in exp.variants if v.name in got}, kls
+
+
+def _readings(ctx: Context) -> Readings:
+    return Readings(ctx.cache_dir / "readings")
+
+
+def _material(**parts: Any) -> dict[str, Any] | None:
+    """Key material, or None (never memoised) when a model in it has no weights hash."""
+    return None if any(k in parts and parts[k] is None for k in ("model", "variant", "reference")) else parts
 
 
 def _per_local_model(exp: Experiment, ctx: Context, label: str, n: int,
-                     read: Callable[[ResolvedModel, Callable[[int], None]], T]) -> dict[str, tuple[ResolvedModel, T]]:
+                     read: Callable[[ResolvedModel, Callable[[int], None]], T],
+                     only: set[str] | None = None) -> dict[str, tuple[ResolvedModel, T]]:
     """``read(model, progress)`` for every variant with local logits, one model in memory at a time, with a
     progress bar (and ETA) over ``n`` units per model. Variants with the same weights (a guard and the model it
     guards: a guard leaves the logits alone) are read once; a model that cannot give logits is skipped with a
@@ -178,8 +249,9 @@ def _per_local_model(exp: Experiment, ctx: Context, label: str, n: int,
     from safetydrift.errors import UnsupportedError
     from safetydrift.runner import progress_bar
 
-    resolved = {v.name: ctx.resolve(v.recipe) for v in exp.variants}
-    local = [v for v in exp.variants if resolved[v.name].kind in ("hf", "gguf")]
+    variants = [v for v in exp.variants if only is None or v.name in only]
+    resolved = {v.name: ctx.resolve(v.recipe) for v in variants}
+    local = [v for v in variants if resolved[v.name].kind in ("hf", "gguf")]
     got: dict[str, tuple[ResolvedModel, T]] = {}
     by_weights: dict[tuple[str, str], T] = {}
     with progress_bar(ctx) as prog:

@@ -1,0 +1,84 @@
+"""A memo of the utility readings that a model's weights determine: multiple choice, perplexity / KL and
+refusal margins (with the first-token KL on harmful prompts).
+
+Why: a sweep's analysis, and every re-run of an experiment, reads dozens of models, and these readings depend
+only on the weights, the items, the settings and the library versions. Generations already resume from the
+result store; without this memo the readings were recomputed on every pass (the free-lunch map's re-run must
+take ≤ 3% of its first run). A model without a weights hash is never memoised: its reading could go stale.
+
+Layout: ``<cache>/readings/<kind>/<sha256 of the key material>.json``, written atomically, with the key
+material stored beside the value for audit. A torn or foreign file is ignored (and overwritten).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from safetydrift.hashing import sha256_json
+
+if TYPE_CHECKING:
+    from safetydrift.types import ResolvedModel
+
+FORMAT = 1
+_LIBS = ("torch", "transformers", "llama_cpp_python")
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for lib in _LIBS:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            out[lib] = None
+    return out
+
+
+def model_key(model: ResolvedModel | None) -> dict[str, Any] | None:
+    """What identifies a model's logits: its kind and weights hash (a guard leaves the logits alone)."""
+    if model is None:
+        return {"model": None}
+    if not model.weights_sha256:
+        return None
+    return {"kind": model.kind, "weights": model.weights_sha256}
+
+
+class Readings:
+    """Get and put JSON readings by key material (``root=None``: a memo that remembers nothing)."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self._versions = _versions()
+
+    def _path(self, kind: str, material: dict[str, Any]) -> Path | None:
+        if self.root is None:
+            return None
+        return self.root / kind / f"{sha256_json(self._material(kind, material))}.json"
+
+    def _material(self, kind: str, material: dict[str, Any]) -> dict[str, Any]:
+        return {"format": FORMAT, "kind": kind, "libs": self._versions, **material}
+
+    def get(self, kind: str, material: dict[str, Any] | None) -> dict[str, Any] | None:
+        path = None if material is None else self._path(kind, material)
+        if path is None or not path.exists():
+            return None
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("value"), dict):
+            return None
+        return doc["value"]
+
+    def put(self, kind: str, material: dict[str, Any] | None, value: dict[str, Any]) -> None:
+        from safetydrift.store import atomic_write_text
+
+        path = None if material is None else self._path(kind, material)
+        if path is None:
+            return
+        assert material is not None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"format": FORMAT, "key": self._material(kind, material),
+                                            "value": value}, default=str))
