@@ -169,6 +169,7 @@ def full_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_files_written(full_report: tuple[Path, str]) -> None:
     out, _ = full_report
     assert (out / "report.html").stat().st_size > 0
+    assert 'href="sweep.html"' not in (out / "report.html").read_text()  # only a sweep links a map page
     pngs = {p.name for p in (out / "figures").glob("*.png")}
     for name in ("asr_by_variant.png", "frontier.png", "category_drift.png", "judge_agreement.png",
                  "repeated_runs.png", "logitlens_mass.png"):

@@ -74,7 +74,7 @@ def test_sweep_end_to_end_with_resume(tmp_path: Path, cache_dir: Path) -> None:
     for fig in ("sweep_asr_dose", "sweep_r_dose", "sweep_frontier"):
         assert (out / "figures" / f"{fig}.png").is_file(), fig
     assert _lines(out / "tables" / "sweep_cells.csv")[0].startswith("name,dose,")
-    assert (out / "report.html").is_file()
+    assert 'href="sweep.html"' in (out / "report.html").read_text()  # the experiment page links the map's
 
     # resume: every cell is in the ledger and the store, so nothing is generated again
     n_records = len(_lines(out / "results.jsonl"))
@@ -84,6 +84,12 @@ def test_sweep_end_to_end_with_resume(tmp_path: Path, cache_dir: Path) -> None:
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert len(_lines(out / "results.jsonl")) == n_records
     assert "9 cells, 9 already done" in r2.stdout + r2.stderr
+    runs = [json.loads(x) for x in _lines(out / "sweep" / "runs.jsonl")]
+    assert [r["cells_run"] for r in runs] == [9, 0] and runs[1]["cells_skipped"] == 9
+    assert all(r["seconds"]["wall"] >= r["seconds"]["cells"] >= 0 for r in runs)
+    assert all(isinstance(json.loads(x)["seconds"], float) for x in ledger)
+    # the re-run looks every reading up (experiments/readings.py): no model is read again
+    assert all(u["mc_meta"].get("memo") for u in json.loads((out / "experiment.json").read_text())["utility"])
     assert json.loads((out / "sweep.json").read_text())["cells"] == sweep["cells"]
 
     # an interrupted run: the last cell never finished (no ledger line, its records lost). The next run

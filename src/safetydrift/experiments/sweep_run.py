@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,9 +67,15 @@ def run_cells(exp: Experiment, out: Path, ctx: Context, executor: str = "local")
         with progress_bar(ctx) as prog, ledger.open("a", encoding="utf-8") as f:
             task = prog.add_task("sweep cells", total=len(cells), completed=len(cells) - len(todo))
 
+            last = [time.perf_counter()]
+
             def finished(k: int) -> None:
-                f.write(json.dumps({"cell": todo[k][0], "key": todo[k][2]}) + "\n")
+                # seconds since the previous cell finished: with the local executor, this cell's build and evals
+                now = time.perf_counter()
+                f.write(json.dumps({"cell": todo[k][0], "key": todo[k][2], "seconds": round(now - last[0], 1),
+                                    "executor": executor}) + "\n")
                 f.flush()
+                last[0] = now
                 prog.advance(task)
 
             eval_groups([reqs for _, reqs, _ in todo], ctx, store, executor, on_done=finished)
@@ -86,9 +94,12 @@ def run_sweep(exp: Experiment, out: Path, ctx: Context, executor: str = "local")
     assert spec is not None
     out.mkdir(parents=True, exist_ok=True)
     ensure_not_running_inside(out)
-    run_cells(exp, out, ctx, executor)
+    started, load, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), os.getloadavg()[0], time.perf_counter()
+    ran, skipped = run_cells(exp, out, ctx, executor)
+    t_cells = time.perf_counter()
     # every record is in the store now: the local executor only looks answers up
     result = run_experiment(dataclasses.replace(exp, executor="local"), out, ctx)
+    t_analysis = time.perf_counter()
     rules = Rules()
     with OutputLock(out):
         cell = _decision_cell(result)
@@ -102,7 +113,20 @@ def run_sweep(exp: Experiment, out: Path, ctx: Context, executor: str = "local")
             "rules_text": [{"rule": r, "text": t} for r, t in rules.text()], "parting_dose": parting,
             "cells": [r.to_json() for r in rows]}, indent=2, default=str))
         render_sweep_report(spec, result, rows, cell, out, rules, parting, lens)
+        end = time.perf_counter()
+        _log_run(out, {"started": started, "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
+                       "executor": executor, "cells_run": ran, "cells_skipped": skipped,
+                       "seconds": {"cells": round(t_cells - t0, 1), "analysis": round(t_analysis - t_cells, 1),
+                                   "verdicts_lens_page": round(end - t_analysis, 1), "wall": round(end - t0, 1)},
+                       "analysis_stages": dict(result.provenance.timings_s) if result.provenance else {}})
     return rows
+
+
+def _log_run(out: Path, entry: dict[str, Any]) -> None:
+    """One line per invocation in ``DIR/sweep/runs.jsonl``: what ran, how long each phase took, at what load
+    (``benchmarks/sweep.py`` reads the first run and the re-run from it)."""
+    with (out / "sweep" / "runs.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, default=str) + "\n")
 
 
 def _decision_cell(result: ExperimentResult) -> tuple[str, str, str]:

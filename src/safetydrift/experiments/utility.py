@@ -138,6 +138,8 @@ def _mc(exp: Experiment, rows: list[UtilityRow], ctx: Context, n: int, fmt: str)
     for name, res in got.items():
         s = res.summary()
         meta = {k: s[k] for k in ("format", "engine", "seconds", "cpu_seconds", "items_per_s", "skills")}
+        if res.meta.get("memo"):
+            meta["memo"] = True  # looked up (experiments/readings.py): seconds are the first reading's
         if resolved[name].wrappers:
             meta["unguarded"] = True  # a guard leaves the logits alone: this is its model's score
         fields: dict[str, Any] = {"mc_acc": s["acc"], "mc_acc_ci": s["acc_ci"], "mc_acc_norm": s["acc_norm"],

@@ -89,5 +89,7 @@ def _page(E: ExperimentView, records: Sequence[Record], runs: list[dict[str, Any
         "explorer": explorer(E, records),
         "n_records": len(records),
         "provenance": sections.provenance(E, records),
+        # a sweep's page (written next to this one by experiments/sweep_run.py) holds the map's verdicts
+        "sweep_page": "sweep.html" if "sweep" in E.config else None,
         "csvs": sorted(p.name for p in tables.glob("*.csv")) if tables.is_dir() else [],
     }
