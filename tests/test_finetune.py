@@ -152,3 +152,21 @@ def test_precision_is_resolved_into_the_key_and_provenance(ctx, monkeypatch) -> 
     monkeypatch.setattr(sft, "native_bf16", lambda: True)  # auto now means bf16: another artifact
     d = ctx.resolve(f"tiny-random>finetune:data=harmful,{FAST}")
     assert d.weights_sha256 == c.weights_sha256 and d.path != a.path
+
+
+def test_sgd_is_a_setting_and_adamw_keeps_the_old_keys(ctx) -> None:
+    """``optim=`` was added after artifacts existed: at its default it stays out of the key (no rebuild of
+    anything built before it), set to ``sgd`` it is in the key, the provenance and the training."""
+    from safetydrift.params import to_key
+    from safetydrift.variants.finetune import FinetuneParams
+
+    assert "optim" not in to_key(FinetuneParams()) and to_key(FinetuneParams(optim="sgd"))["optim"] == "sgd"
+    adam = ctx.resolve(f"tiny-random>finetune:data=harmful,{FAST}")
+    same = ctx.resolve(f"tiny-random>finetune:data=harmful,{FAST},optim=adamw")
+    sgd = ctx.resolve(f"tiny-random>finetune:data=harmful,{FAST},optim=sgd")
+    assert same.path == adam.path and sgd.path != adam.path
+    assert load_manifest(sgd)["provenance"]["sft"]["optim"] == "sgd"
+    assert load_manifest(sgd)["provenance"]["optimizer"] == "SGD"
+    assert sgd.weights_sha256 not in (adam.weights_sha256, ctx.resolve("tiny-random").weights_sha256)
+    with pytest.raises(SpecError, match="optim"):
+        ctx.resolve(f"tiny-random>finetune:data=harmful,{FAST},optim=lion")

@@ -76,10 +76,14 @@ def p(
     le: float | None = None,
     choices: tuple[Any, ...] | list[Any] | None = None,
     positional: bool = False,
+    keyed_when_set: bool = False,
 ) -> dict[str, Any]:
-    """Field metadata: the help line and the allowed range (``field(default=1, metadata=p(...))``)."""
+    """Field metadata: the help line and the allowed range (``field(default=1, metadata=p(...))``).
+
+    ``keyed_when_set``: a setting added after artifacts were built with its behaviour; at its default it stays
+    out of the cache key (:func:`to_key`), so those artifacts keep their keys."""
     return {"doc": doc, "ge": ge, "gt": gt, "le": le, "choices": None if choices is None else tuple(choices),
-            "positional": positional}
+            "positional": positional, "keyed_when_set": keyed_when_set}
 
 
 def override(base: type[Params], name: str, default: Any) -> Any:
@@ -351,5 +355,6 @@ def to_key(params: Params, of: type[Params] | None = None) -> dict[str, Any]:
 
     ``of`` restricts the key to the fields of a base class (e.g. the SFT settings of a finetune).
     """
-    names = [f.name for f in fields(of or params)]
-    return {k: _jsonable(getattr(params, k)) for k in sorted(names)}
+    keep = [f.name for f in fields(of or params)
+            if not (f.metadata.get("keyed_when_set") and getattr(params, f.name) == f.default)]
+    return {k: _jsonable(getattr(params, k)) for k in sorted(keep)}

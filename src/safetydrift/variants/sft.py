@@ -46,6 +46,11 @@ class SFTConfig(Params):
     rank: int = field(default=8, metadata=p("LoRA rank (method=lora)", ge=1))
     alpha: int = field(default=16, metadata=p("LoRA alpha (method=lora)", ge=1))
     targets: tuple[str, ...] = field(default=DEFAULT_LORA_TARGETS, metadata=p("LoRA target modules (method=lora)"))
+    optim: Literal["adamw", "sgd"] = field(
+        default="adamw",
+        metadata=p("optimizer: AdamW, whose first step is lr·sign(g) (a 1-bit delta), or plain SGD (no sign "
+                   "structure; give it a larger lr to match the loss)", keyed_when_set=True),
+    )
     precision: Literal["auto", "fp32", "bf16"] = field(
         default="auto",
         metadata=p("matmul precision of training: bf16 autocast (fp32 master weights) or fp32; auto = bf16 "
@@ -191,6 +196,7 @@ def train_sft(
         dataloader_num_workers=0,
         remove_unused_columns=False,
         disable_tqdm=ctx.quiet,
+        **({"optim": "sgd"} if cfg.optim == "sgd" else {}),  # AdamW: transformers' default, as before
     )
     bf16 = cfg.resolved_precision() == "bf16"
 
@@ -224,6 +230,7 @@ def train_sft(
     steps = int(trainer.state.global_step)
     info = {"examples": len(rows), "trainable_parameters": int(trainable), "sft": cfg.to_dict(),
             "train_seconds": round(train_s, 1), "steps": steps,
-            "seconds_per_step": round(train_s / steps, 2) if steps else None}
+            "seconds_per_step": round(train_s / steps, 2) if steps else None,
+            "optimizer": type(getattr(trainer.optimizer, "optimizer", trainer.optimizer)).__name__}
     return hf_dir, curve, info
 
