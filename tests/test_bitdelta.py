@@ -472,3 +472,15 @@ def test_healing_stops_early_when_the_held_out_mse_flattens(env):
     hl = learning["provenance"]["healing"]
     best = min(c["mse"] for c in hl["held_out_checks"])
     assert hl["mse_after"] <= best * (1 + 1e-6)  # the best check's α's are the ones kept
+
+
+def test_healing_never_ends_worse_than_where_it_started(env):
+    """A huge lr makes every check worse than step 0: early stopping must keep the initial α's (the demo's
+    one-step fine-tune once healed to a held-out logit MSE 26,000× its start and an ASR above its teacher)."""
+    initial = load_manifest(env.ctx.resolve(env.recipe + ",heal=false"))
+    wild = load_manifest(env.ctx.resolve(env.recipe + ",steps=20,batch=4,max_len=48,lr=0.5,patience=2"))
+    h = wild["provenance"]["healing"]
+    assert max(c["mse"] for c in h["held_out_checks"][1:]) > h["mse_before"]  # the steps really did harm
+    assert h["mse_after"] == pytest.approx(h["mse_before"], rel=1e-5)
+    assert wild["provenance"]["alpha"]["mean"] == pytest.approx(initial["provenance"]["alpha"]["mean"], rel=1e-6)
+    assert wild["provenance"]["alpha"]["mean_rel_change"] == pytest.approx(0.0, abs=1e-6)

@@ -13,7 +13,8 @@ texts, never trained on) when there are at least 2·batch texts; otherwise on a 
 
 Early stopping (``patience`` > 0, held-out batch only): every ``check_every`` steps the held-out MSE is
 measured; healing stops when it has not fallen below (1 − ``min_gain``)·best for ``patience`` checks in a
-row, and the α's of the best check are kept. ``steps`` is then an upper bound. On the demo's fine-tune the
+row, and the α's of the best check are kept, the initial α's (step 0) included: healing never ends worse
+than BitDelta-Initial on the held-out batch. ``steps`` is then an upper bound. On the demo's fine-tune the
 held-out MSE flattens after about half of the 50 steps (the train loss falls 0.55 → 0.04 in 15 steps and
 then wanders around 0.02-0.03), so this is where a CPU build spends its time for nothing. Because the same
 batch decides when to stop, ``mse_after`` is then slightly optimistic; the curve records every check.
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 
 
 # ----------------------------------------------------------------------------------------- healing
+
+#: what early stopping keeps: the best held-out check, the initial α's included (2026-12-03; cache key material)
+HEAL_KEEPS = "best-check-including-initial"
 
 @functools.cache
 def _healable_cls() -> type:
@@ -206,7 +210,12 @@ def heal_scales(
     batches = _batches(n_train, min(batch, n_train), seed)
     bar = tqdm(range(steps), desc="bitdelta healing", disable=not progress, leave=False)
     stopping = patience > 0 and held_out
-    best, best_alphas, stale, steps_run = mse_before, None, 0, 0
+    # the initial α's (BitDelta-Initial) are the first candidate: healing never returns α's that are worse on
+    # the held-out batch than where it started. Without this, a start that already matches the teacher (one
+    # Adam step is exactly a 1-bit delta, so the loss is ~0) lets Adam's size-free steps (≈ lr each, as large
+    # as α itself for a small fine-tune) walk the α's away, and the last, worse α's were kept.
+    best, stale, steps_run = mse_before, 0, 0
+    best_alphas = {name: h.alpha.detach().clone() for name, h in healables.items()} if stopping else None
     checks: list[dict[str, float]] = [{"step": 0, "mse": mse_before}] if stopping else []
     for step in bar:
         loss = loss_on(next(batches))

@@ -69,7 +69,7 @@ from safetydrift.types import ResolvedModel
 from safetydrift.variants.base import BuildResult, Transform
 from safetydrift.variants.bitdelta.codecs import CONTROLS, delta_inner
 from safetydrift.variants.bitdelta.format import DELTA_FILE, REST_FILE, compress, rest_path, save_delta
-from safetydrift.variants.bitdelta.heal import heal_scales
+from safetydrift.variants.bitdelta.heal import HEAL_KEEPS, heal_scales
 from safetydrift.variants.checkpoint import (
     DEFAULT_INCLUDE,
     calibration_items,
@@ -216,6 +216,8 @@ class BitDelta(Transform):
         material: dict[str, Any] = {"reference_sha256": weights_hash(ref), "format": ARTIFACT_FORMAT}
         if prm.heal and prm.steps:
             material["calibration_sha256"] = sha256_json(calibration_items(prm.calib, prm.seed))
+            if prm.patience:
+                material["heal_keeps"] = HEAL_KEEPS  # a build before it could keep α's worse than the initial
         return material
 
     # ---------------------------------------------------------------------------------- build
