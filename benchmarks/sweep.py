@@ -5,9 +5,11 @@ the cache, with the ratio measured on this machine (target: a re-run takes ≤ 3
 
 Runs ``safetydrift sweep`` (a first run, or the rest of an interrupted one), then once more (the re-run), and
 reads ``DIR/sweep/runs.jsonl`` (one line per invocation: phases, load) and ``DIR/sweep/cells.jsonl`` (seconds
-per cell). The first run is every invocation before the re-run that ran cells; its per-stage table splits the
-cells by role (aligned, fine-tunes, each compression: build and evaluation together) and the analysis by
-stage (``experiment.json``: utility readings, LogitLens, report). ``--report-only`` prints from the files.
+per cell), keeping only this config's cells and runs. The first run's time is the sum of its cells' seconds
+(an interrupted invocation's cells count too) plus the analysis of the first invocation that finished; its
+per-stage table splits the cells by role (aligned, fine-tunes, each compression: build and evaluation
+together) and the analysis by stage (utility readings, LogitLens, report). The re-run's time is the whole
+process's wall clock. ``--report-only`` prints from the files (the re-run then without start-up).
 """
 
 from __future__ import annotations
@@ -52,6 +54,15 @@ def _sweep(config: str, out: str, executor: str) -> float:
     return time.perf_counter() - t0
 
 
+def _current(config: str) -> tuple[str, dict[str, str]]:
+    """This config's map id (as ``runs.jsonl`` records it) and its cells' ledger keys (name → key)."""
+    from safetydrift.experiments import load_experiment
+    from safetydrift.experiments.sweep_run import _cell_key, _config_sha, cell_requests
+
+    exp = load_experiment(config)
+    return _config_sha(exp), {name: _cell_key(reqs) for name, reqs in cell_requests(exp)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")
@@ -61,48 +72,49 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     con = Console()
+    rerun_process = None
     if not args.report_only:
-        before = len(_jsonl(out / "sweep" / "runs.jsonl"))
         first = _sweep(args.config, args.out, args.executor)
-        if len(_jsonl(out / "sweep" / "runs.jsonl")) == before:
-            sys.exit("the sweep wrote no runs.jsonl line (an older safetydrift?)")
-        con.print(f"this invocation (first run or its remainder): {first:.0f} s")
-        _sweep(args.config, args.out, args.executor)
-    runs = _jsonl(out / "sweep" / "runs.jsonl")
+        con.print(f"this invocation (the first run or its remainder): {first:.0f} s")
+        rerun_process = _sweep(args.config, args.out, args.executor)
+    sha, keys = _current(args.config)
+    runs = [r for r in _jsonl(out / "sweep" / "runs.jsonl") if r.get("config_sha256") == sha]
     if not runs:
-        sys.exit(f"{out}/sweep/runs.jsonl: no runs recorded")
+        sys.exit(f"{out}/sweep/runs.jsonl: no finished run of this config")
     rerun = runs[-1]
     if rerun["cells_run"]:
         sys.exit("the last invocation still ran cells: run again for a re-run")
-    firsts = [r for r in runs[:-1] if r["cells_run"]]
-    cells = _jsonl(out / "sweep" / "cells.jsonl")
+    completing = next(r for r in runs if r["cells_run"] or r is rerun)
+    # a cell's seconds: its last ledger line under this config's key (an interrupted run's cells count too)
+    secs: dict[str, float] = {}
+    for c in _jsonl(out / "sweep" / "cells.jsonl"):
+        if keys.get(c["cell"]) == c["key"] and c.get("seconds") is not None:
+            secs[c["cell"]] = float(c["seconds"])
+    if len(secs) < len(keys):
+        con.print(f"[yellow]{len(keys) - len(secs)} cells have no time (ray, or resumed cells): the first run's "
+                  "time is a lower bound[/]")
     by_role: dict[str, list[float]] = defaultdict(list)
-    for c in cells:
-        if c.get("seconds") is not None:
-            by_role[_role(c["cell"])].append(float(c["seconds"]))
+    for name, v in secs.items():
+        by_role[_role(name)].append(v)
 
     t = Table(title=f"{args.config}: the first run by stage")
     for h in ("stage", "cells", "seconds", "mean per cell"):
         t.add_column(h, justify="right" if h != "stage" else "left")
-    for role, secs in by_role.items():
-        t.add_row(f"cells: {role} (build + evals)", str(len(secs)), f"{sum(secs):.0f}", f"{sum(secs) / len(secs):.0f}")
-    analysis: dict[str, float] = defaultdict(float)
-    for r in firsts:
-        for k, v in (r.get("analysis_stages") or {}).items():
-            analysis[k] += float(v)
-        analysis["verdicts, LogitLens, page"] += r["seconds"]["verdicts_lens_page"]
+    for role, v in by_role.items():
+        t.add_row(f"cells: {role} (build + evals)", str(len(v)), f"{sum(v):.0f}", f"{sum(v) / len(v):.0f}")
+    analysis = dict(completing.get("analysis_stages") or {})
+    analysis["verdicts, LogitLens, page"] = completing["seconds"]["verdicts_lens_page"]
     for k, v in analysis.items():
         t.add_row(f"analysis: {k}", "", f"{v:.0f}", "")
-    first_wall = sum(r["seconds"]["wall"] for r in firsts)
-    t.add_row("[bold]first run (wall clock, every invocation that ran cells)[/]", str(sum(r["cells_run"] for r in firsts)),
-              f"[bold]{first_wall:.0f}[/]", "")
+    first_wall = sum(secs.values()) + completing["seconds"]["analysis"] + completing["seconds"]["verdicts_lens_page"]
+    t.add_row("[bold]first run (cells + the completing run's analysis)[/]", str(len(secs)), f"[bold]{first_wall:.0f}[/]", "")
     con.print(t)
-    loads = ", ".join(f"{r['load_before']} → {r['load_after']}" for r in firsts)
-    con.print(f"first run: {len(firsts)} invocation(s), {first_wall / 3600:.2f} h; load before → after: {loads}; "
-              f"cpus {os.cpu_count()}")
-    re_wall = rerun["seconds"]["wall"]
+    con.print(f"first run: {first_wall / 3600:.2f} h; the completing invocation's load {completing['load_before']} → "
+              f"{completing['load_after']}; cpus {os.cpu_count()}")
+    re_wall = rerun_process if rerun_process is not None else rerun["seconds"]["wall"]
+    how = "process wall clock, start-up included" if rerun_process is not None else "in-process (start-up excluded)"
     ratio = re_wall / first_wall if first_wall else float("nan")
-    con.print(f"re-run: {re_wall:.0f} s ({rerun['cells_skipped']} cells skipped; load {rerun['load_before']} → "
+    con.print(f"re-run: {re_wall:.0f} s ({how}; {rerun['cells_skipped']} cells skipped; load {rerun['load_before']} → "
               f"{rerun['load_after']}); re-run / first run = {100 * ratio:.1f}% "
               f"(target ≤ 3%: {'met' if ratio <= 0.03 else 'NOT met'})")
     con.print(f"2-hour budget per part: {'met' if first_wall <= 7200 else 'NOT met'}")

@@ -161,6 +161,16 @@ def test_sgd_is_a_setting_and_adamw_keeps_the_old_keys(ctx) -> None:
     from safetydrift.variants.finetune import FinetuneParams
 
     assert "optim" not in to_key(FinetuneParams()) and to_key(FinetuneParams(optim="sgd"))["optim"] == "sgd"
+    from dataclasses import dataclass
+
+    from safetydrift.params import override
+
+    @dataclass(frozen=True, kw_only=True)
+    class SgdByDefault(FinetuneParams):
+        optim: str = override(FinetuneParams, "optim", "sgd")
+
+    # the unkeyed value is the old behaviour (AdamW), not whatever the default is now
+    assert to_key(SgdByDefault())["optim"] == "sgd" and "optim" not in to_key(SgdByDefault(optim="adamw"))
     adam = ctx.resolve(f"tiny-random>finetune:data=harmful,{FAST}")
     same = ctx.resolve(f"tiny-random>finetune:data=harmful,{FAST},optim=adamw")
     sgd = ctx.resolve(f"tiny-random>finetune:data=harmful,{FAST},optim=sgd")

@@ -76,14 +76,18 @@ def p(
     le: float | None = None,
     choices: tuple[Any, ...] | list[Any] | None = None,
     positional: bool = False,
-    keyed_when_set: bool = False,
+    keyed_unless: Any = None,
 ) -> dict[str, Any]:
     """Field metadata: the help line and the allowed range (``field(default=1, metadata=p(...))``).
 
-    ``keyed_when_set``: a setting added after artifacts were built with its behaviour; at its default it stays
-    out of the cache key (:func:`to_key`), so those artifacts keep their keys."""
-    return {"doc": doc, "ge": ge, "gt": gt, "le": le, "choices": None if choices is None else tuple(choices),
-            "positional": positional, "keyed_when_set": keyed_when_set}
+    ``keyed_unless``: a setting added after artifacts were built with the behaviour of this value; at this value
+    it stays out of the cache key (:func:`to_key`), so those artifacts keep their keys. It names the old
+    behaviour, not the default: a later default change (or an ``override``) is still a new key."""
+    meta = {"doc": doc, "ge": ge, "gt": gt, "le": le, "choices": None if choices is None else tuple(choices),
+            "positional": positional}
+    if keyed_unless is not None:
+        meta["keyed_unless"] = keyed_unless
+    return meta
 
 
 def override(base: type[Params], name: str, default: Any) -> Any:
@@ -356,5 +360,5 @@ def to_key(params: Params, of: type[Params] | None = None) -> dict[str, Any]:
     ``of`` restricts the key to the fields of a base class (e.g. the SFT settings of a finetune).
     """
     keep = [f.name for f in fields(of or params)
-            if not (f.metadata.get("keyed_when_set") and getattr(params, f.name) == f.default)]
+            if not ("keyed_unless" in f.metadata and getattr(params, f.name) == f.metadata["keyed_unless"])]
     return {k: _jsonable(getattr(params, k)) for k in sorted(keep)}

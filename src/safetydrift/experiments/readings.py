@@ -23,7 +23,15 @@ if TYPE_CHECKING:
     from safetydrift.types import ResolvedModel
 
 FORMAT = 1
-_LIBS = ("torch", "transformers", "llama_cpp_python")
+_LIBS = ("torch", "transformers", "tokenizers", "jinja2", "llama_cpp_python", "numpy")
+# the code that turns a model into a reading: a change to any of these (token sets, templates, batching) is a
+# new key, with no version to bump by hand
+_READERS = ("analysis/mc.py", "analysis/margin.py", "analysis/metrics.py", "analysis/logitlens.py",
+            "backends/transformers_backend.py", "llamacpp/model.py")
+# what else in an HF checkpoint directory decides a reading besides the weights: tokenizer, chat template, config
+_HF_SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                  "special_tokens_map.json", "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt",
+                  "tokenizer.model")
 
 
 def _versions() -> dict[str, str | None]:
@@ -36,13 +44,27 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
+def _code() -> str:
+    from safetydrift.hashing import sha256_bytes
+
+    root = Path(__file__).resolve().parents[1]
+    return sha256_bytes(b"".join((root / f).read_bytes() for f in _READERS if (root / f).exists()))
+
+
 def model_key(model: ResolvedModel | None) -> dict[str, Any] | None:
-    """What identifies a model's logits: its kind and weights hash (a guard leaves the logits alone)."""
+    """What identifies a model's logits and how its prompts are rendered: its kind, weights hash and, for a
+    checkpoint directory, the tokenizer, chat template and config files (a guard leaves the logits alone)."""
     if model is None:
         return {"model": None}
     if not model.weights_sha256:
         return None
-    return {"kind": model.kind, "weights": model.weights_sha256}
+    key: dict[str, Any] = {"kind": model.kind, "weights": model.weights_sha256}
+    if model.path is not None and Path(model.path).is_dir():
+        from safetydrift.hashing import sha256_file
+
+        d = Path(model.path)
+        key["side_files"] = sorted((f, sha256_file(d / f)) for f in _HF_SIDE_FILES if (d / f).is_file())
+    return key
 
 
 class Readings:
@@ -51,6 +73,7 @@ class Readings:
     def __init__(self, root: Path | None) -> None:
         self.root = root
         self._versions = _versions()
+        self._code = _code()
 
     def _path(self, kind: str, material: dict[str, Any]) -> Path | None:
         if self.root is None:
@@ -58,7 +81,7 @@ class Readings:
         return self.root / kind / f"{sha256_json(self._material(kind, material))}.json"
 
     def _material(self, kind: str, material: dict[str, Any]) -> dict[str, Any]:
-        return {"format": FORMAT, "kind": kind, "libs": self._versions, **material}
+        return {"format": FORMAT, "kind": kind, "libs": self._versions, "code": self._code, **material}
 
     def get(self, kind: str, material: dict[str, Any] | None) -> dict[str, Any] | None:
         path = None if material is None else self._path(kind, material)

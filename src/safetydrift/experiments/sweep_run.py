@@ -71,8 +71,10 @@ def run_cells(exp: Experiment, out: Path, ctx: Context, executor: str = "local")
 
             def finished(k: int) -> None:
                 # seconds since the previous cell finished: with the local executor, this cell's build and evals
+                # (ray builds every model first and runs cells side by side: no per-cell time to give)
                 now = time.perf_counter()
-                f.write(json.dumps({"cell": todo[k][0], "key": todo[k][2], "seconds": round(now - last[0], 1),
+                secs = round(now - last[0], 1) if executor == "local" else None
+                f.write(json.dumps({"cell": todo[k][0], "key": todo[k][2], "seconds": secs,
                                     "executor": executor}) + "\n")
                 f.flush()
                 last[0] = now
@@ -118,8 +120,24 @@ def run_sweep(exp: Experiment, out: Path, ctx: Context, executor: str = "local")
                        "executor": executor, "cells_run": ran, "cells_skipped": skipped,
                        "seconds": {"cells": round(t_cells - t0, 1), "analysis": round(t_analysis - t_cells, 1),
                                    "verdicts_lens_page": round(end - t_analysis, 1), "wall": round(end - t0, 1)},
-                       "analysis_stages": dict(result.provenance.timings_s) if result.provenance else {}})
+                       "analysis_stages": _stages(result), "config_sha256": _config_sha(exp)})
     return rows
+
+
+def _stages(result: ExperimentResult) -> dict[str, float]:
+    """The analysis pass's stage timings (a copy), the per-variant ``build:*`` lookups summed into one."""
+    got: dict[str, float] = {}
+    for k, v in (result.provenance.timings_s if result.provenance else {}).items():
+        key = "builds (cache lookups)" if k.startswith("build:") else k
+        got[key] = round(got.get(key, 0.0) + float(v), 1)
+    return got
+
+
+def _config_sha(exp: Experiment) -> str:
+    """Which map a log line belongs to: the cells (names and recipes) and what each cell evaluates."""
+    from safetydrift.hashing import sha256_json
+
+    return sha256_json([[name, _cell_key(reqs)] for name, reqs in cell_requests(exp)])[:16]
 
 
 def _log_run(out: Path, entry: dict[str, Any]) -> None:

@@ -95,7 +95,8 @@ def _ppl_kl(exp: Experiment, rows: list[UtilityRow], ctx: Context, n_texts: int)
             ref = resolved[v.reference] if v.reference is not None else None
             if ref is not None and ref.kind not in ("hf", "gguf"):
                 ref = None
-            key = _material(variant=model_key(resolved[v.name]), reference=model_key(ref), texts=sha256_json(texts))
+            key = _material(variant=model_key(resolved[v.name]), reference=model_key(ref), texts=sha256_json(texts),
+                            device=ctx.device)
             d = memo.get("ppl_kl", key)
             if d is None:
                 d = drift_metrics(resolved[v.name], ref, texts, device=ctx.device)
@@ -117,7 +118,8 @@ def _mc(exp: Experiment, rows: list[UtilityRow], ctx: Context, n: int, fmt: str)
 
     items = load_items(n)
     memo = _readings(ctx)
-    settings = {"items": sha256_json([asdict(it) for it in items]), "fmt": fmt, "system_prompt": exp.gen.system_prompt}
+    settings = {"items": sha256_json([asdict(it) for it in items]), "fmt": fmt, "system_prompt": exp.gen.system_prompt,
+                "device": ctx.device}
 
     def read_mc(model: ResolvedModel, advance: Callable[[int], None]) -> McResult:
         key = _material(model=model_key(model), **settings)
@@ -193,7 +195,7 @@ def _read_margins(exp: Experiment, ctx: Context) -> tuple[dict[str, Margins], di
     ds = load_dataset(exp.datasets[0], ctx)  # what the safety eval ran (a run sets no limit)
     items = ds.items
     memo = _readings(ctx)
-    settings = {"items": ds.sha256, "system_prompt": exp.gen.system_prompt}
+    settings = {"items": ds.sha256, "system_prompt": exp.gen.system_prompt, "device": ctx.device}
     resolved = {v.name: ctx.resolve(v.recipe) for v in exp.variants}
 
     def margin_key(name: str) -> dict[str, Any] | None:
@@ -209,13 +211,16 @@ def _read_margins(exp: Experiment, ctx: Context) -> tuple[dict[str, Margins], di
             cached[v.name] = Margins(by_item={k: float(x) for k, x in hit["by_item"].items()},
                                      n_floored=int(hit["n_floored"]), engine=hit["engine"], meta=hit["meta"],
                                      unguarded=bool(resolved[v.name].wrappers))
-    pairs = [(v.name, v.reference) for v in exp.variants if v.reference is not None]
+    local = {n for n, m in resolved.items() if m.kind in ("hf", "gguf")}
+    # KL_h needs both sides' logits: only pairs of two local models with memo keys are read for it
+    pairs = [(v.name, v.reference) for v in exp.variants
+             if v.reference is not None and {v.name, v.reference} <= local and kl_key(v.name, v.reference) is not None]
     kls: dict[str, tuple[float | None, int]] = {}
     for name, ref in pairs:
         hit = memo.get("kl_harmful", kl_key(name, ref))
         if hit is not None:
             kls[name] = (hit["kl"], int(hit["n"]))
-    need = {n for n in resolved if n not in cached}
+    need = {n for n in local if n not in cached}
     need |= {x for name, ref in pairs if name not in kls for x in (name, ref)}
     read = _per_local_model(exp, ctx, "refusal margin", len(items), lambda model, advance: refusal_margins(
         model, items, ctx, system_prompt=exp.gen.system_prompt, progress=advance), only=need)
@@ -224,10 +229,12 @@ def _read_margins(exp: Experiment, ctx: Context) -> tuple[dict[str, Margins], di
         memo.put("margins", margin_key(name), {"by_item": m.by_item, "n_floored": m.n_floored, "engine": m.engine,
                                                "meta": m.meta})
     for name, ref in pairs:
-        if name not in kls and name in fresh and ref in fresh:
-            kl_h, kl_n = harmful_kl(fresh[name], fresh[ref])
-            kls[name] = (kl_h, kl_n)
-            memo.put("kl_harmful", kl_key(name, ref), {"kl": kl_h, "n": kl_n})
+        if name in kls:
+            continue
+        # a side that could not be read (UnsupportedError) has no KL_h: remembered as such, not retried each run
+        kl_h, kl_n = harmful_kl(fresh[name], fresh[ref]) if name in fresh and ref in fresh else (None, 0)
+        kls[name] = (kl_h, kl_n)
+        memo.put("kl_harmful", kl_key(name, ref), {"kl": kl_h, "n": kl_n})
     got = {**{n: m for n, m in cached.items() if n not in fresh}, **fresh}
     return {v.name: got[v.name] for v in exp.variants if v.name in got}, kls
 

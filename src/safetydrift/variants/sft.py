@@ -49,7 +49,7 @@ class SFTConfig(Params):
     optim: Literal["adamw", "sgd"] = field(
         default="adamw",
         metadata=p("optimizer: AdamW, whose first step is lr·sign(g) (a 1-bit delta), or plain SGD (no sign "
-                   "structure; give it a larger lr to match the loss)", keyed_when_set=True),
+                   "structure; give it a larger lr to match the loss)", keyed_unless="adamw"),
     )
     precision: Literal["auto", "fp32", "bf16"] = field(
         default="auto",
