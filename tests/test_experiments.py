@@ -209,3 +209,19 @@ def test_judge_agreement_and_flips() -> None:
     flips = direction_flips([comp("j1", 0.1), comp("j2", -0.2)])
     assert flips and flips[0].diffs == {"j1": 0.1, "j2": -0.2}
     assert not direction_flips([comp("j1", 0.1), comp("j2", 0.2)])
+
+
+def test_every_shipped_config_parses() -> None:
+    """Each packaged config (the demo's, the papers' CPU and GPU set-ups, the free-lunch map's parts) parses
+    and checks every component against its registry; a sweep part expands to its cells."""
+    from importlib.resources import files
+
+    from safetydrift.experiments import load_experiment
+
+    paths = sorted(p for p in files("safetydrift.configs").iterdir() if p.name.endswith(".yaml"))
+    assert len(paths) >= 10
+    for path in paths:
+        exp = load_experiment(str(path))
+        assert exp.variants and exp.judges, path.name
+        if path.name.startswith("free-lunch"):
+            assert exp.sweep is not None and len(exp.variants) == len(exp.sweep.cells()), path.name
