@@ -269,3 +269,31 @@ def test_one_sgd_step_is_not_a_one_bit_delta(ctx):
         d = ft[n] - ref[n]
         rel = float((delta.decode(n) - d).norm() / d.norm())
         assert rel > 0.3, n
+
+
+# ---------------------------------------------------------------------------------------- matched=true
+
+def test_matched_shrink_is_bitdelta_initials_component_along_the_delta(env):
+    """matched=true: Δ̂ = λ*_m·Δ per matrix with λ*_m = mean|Δ|²/mean(Δ²), i.e. BitDelta-Initial's own effective
+    shrink of that matrix (its per-matrix λ*, recorded by the 1-bit build), along Δ's exact direction."""
+    model, prov = build(env, "matched=true")
+    _, initial = build(env, "heal=false")
+    out = weights(model.path)
+    per = prov["effective_scale"]["per_matrix"]
+    assert per.keys() == initial["effective_scale"]["per_matrix"].keys()
+    for n in env.names:
+        d = env.ftw[n].double() - env.ref[n].double()
+        lam = float(d.abs().mean() ** 2 / (d * d).mean())
+        assert per[n] == pytest.approx(lam, rel=1e-5) == initial["effective_scale"]["per_matrix"][n]
+        torch.testing.assert_close(out[n] - env.ref[n], (lam * d).float(), rtol=0, atol=_atol(out[n], env.ref[n]))
+    # parallel to Δ in every matrix (the pooled cosine is not quite 1: the matrices' λ* differ)
+    assert prov["effective_scale"]["cosine"] > 0.9999 > 0.95 > initial["effective_scale"]["cosine"]
+    assert prov["control"]["kind"] == "scale_matched" and prov["healing"] == {"enabled": False}
+    delta = bd.load_delta(artifact(model) / bd.DELTA_FILE)
+    assert delta.mode == "scale_matched"
+    rebuilt = bd.apply_delta(env.ref, delta)
+    assert all(torch.equal(rebuilt[n], out[n]) for n in out)
+    with pytest.raises(SpecError, match="control"):
+        build(env, "matched=true,scale=0.5")
+    with pytest.raises(SpecError, match="never healed"):
+        build(env, "matched=true,heal=true")

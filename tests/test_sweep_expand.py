@@ -58,6 +58,15 @@ def test_experiment_with_a_sweep_block_has_ordinary_variants() -> None:
     assert exp.variant("big-s0-ft").reference == "aligned"
 
 
+def test_the_matched_control_is_preferred_as_the_shrinkage_test() -> None:
+    both = {**SWEEP, "compress": {**SWEEP["compress"], "matched": "bitdelta:matched=true"}}
+    assert parse_sweep(both).scale_control == "matched"  # BitDelta-Initial's own λ*, not a fixed λ
+    assert parse_sweep({**both, "scale_control": "scale"}).scale_control == "scale"  # unless named
+    two = {**both, "compress": {**both["compress"], "matched2": "bitdelta:matched=true,include=mlp"}}
+    with pytest.raises(DataError, match="several matched=true"):
+        parse_sweep(two)
+
+
 def test_plain_string_doses_are_numbered() -> None:
     spec = parse_sweep({"base": "tiny-random", "attack": ["finetune:n=2", "finetune:n=4"],
                         "compress": {"bd": "bitdelta"}})

@@ -9,7 +9,8 @@ YAML::
         - {dose: 100, recipe: "finetune:data=harmful,lr=1e-4,n=100,epochs=1", label: d100}
       compress:                                    # label → the stage(s) appended to each fine-tune
         bitdelta-initial: "bitdelta:heal=false"
-        scale: "bitdelta:scale=0.7"                # the pure-shrink control (found by its scale=)
+        scale: "bitdelta:scale=0.7"                # a pure-shrink control (found by its scale=, or matched=true:
+                                                   # BitDelta-Initial's own shrink per matrix, preferred)
         rest-ref: "bitdelta:heal=false,rest=ref"   # its twin (the same settings, rest=ft) is bitdelta-initial
       seeds: [0, 1, 2]                             # each fine-tune's seed= (default [0])
       lens: 10                                     # LogitLens prompts at the dose where the lines part (0: off)
@@ -226,6 +227,14 @@ def _scale_control(raw: Any, compress: tuple[tuple[str, str], ...], src: str) ->
         if raw not in labels:
             raise DataError(f"{src}: sweep.scale_control: unknown compression {raw!r} (known: {', '.join(labels)})")
         return str(raw)
+    # the matched control (Δ̂ = λ*·Δ with BitDelta-Initial's own λ* per matrix) is the shrinkage test when present
+    matched = [label for label, stages in compress
+               if _last_stage_args(stages).get("matched", "").strip().lower() in ("true", "1", "yes", "on")]
+    if len(matched) > 1:
+        raise DataError(f"{src}: sweep.compress has several matched=true controls ({', '.join(matched)}): "
+                        "name the one to track as sweep.scale_control")
+    if matched:
+        return matched[0]
     shrink = [label for label, stages in compress if "scale" in _last_stage_args(stages)]
     if len(shrink) > 1:
         raise DataError(f"{src}: sweep.compress has several scale= controls ({', '.join(shrink)}): "

@@ -30,6 +30,15 @@ Controls (:data:`CONTROLS`; not compressions: they separate *why* a compressed d
     every weight keeps its direction and relative size, the whole delta shrinks by λ. A fine-tune whose
     safety drift returns under BitDelta as it does under ``scale≈λ*`` (below) lost it to shrinkage.
 
+``scale_matched`` (``matched=true``), the shrinkage control matched to BitDelta-Initial, per matrix::
+
+        Δ̂ = λ*_m·Δ,   λ*_m = mean|Δ_m|² / mean(Δ_m²)     (Δ in fp32)
+
+    exactly BitDelta-Initial's component along Δ (below), without its orthogonal sign error
+    α·sign(Δ) − λ*·Δ. If BitDelta-Initial's drop is shrinkage, this control drops as much; if it drops less,
+    the sign error (or what it does to the weights' relative sizes) is doing the work. A fixed ``scale=λ``
+    cannot tell: BitDelta's λ* differs per matrix and per fine-tune (0.95 on a 2-step fine-tune of SmolLM2).
+
 ``random_sign`` (``signs=random``), the no-direction floor::
 
         Δ̂ = α·S,   α = mean|Δ|,   S_ij ~ uniform{−1, +1}, seeded per matrix (``seed``, matrix name)
@@ -202,6 +211,22 @@ def decode_scaled(fields: dict[str, torch.Tensor], shape: Sequence[int], scale: 
     return (scale * fields["delta"].float()).reshape(*shape)
 
 
+def encode_matched(delta: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The matched-shrink control: Δ (fp32) and this matrix's λ*_m = mean|Δ|² / mean(Δ²), the shrink along Δ
+    that BitDelta-Initial applies to it (see *Effective shrink* above); 0 for a matrix the fine-tune left alone."""
+    import torch
+
+    d = delta.detach().cpu().float()
+    ms = d.double().pow(2).mean()
+    lam = float(d.double().abs().mean() ** 2 / ms) if ms > 0 else 0.0
+    return {"delta": d.contiguous(), "lambda": torch.tensor([lam], dtype=torch.float32)}
+
+
+def decode_matched(fields: dict[str, torch.Tensor], shape: Sequence[int]) -> torch.Tensor:
+    """Δ̂ = λ*_m·Δ."""
+    return (fields["lambda"].float() * fields["delta"].float()).reshape(*shape)
+
+
 def matrix_seed(seed: int, name: str) -> int:
     """A 63-bit seed of (``seed``, matrix name): matrices of one shape get independent signs, and a matrix's
     signs do not depend on which other matrices were selected."""
@@ -252,6 +277,7 @@ CODECS: dict[str, Codec] = {
 # well does k bits keep Δ?" (so fidelity sweeps over CODECS leave them out)
 CONTROLS: dict[str, Codec] = {
     "scale": Codec(lambda d, s, name="": encode_scaled(d), lambda f, shape, s: decode_scaled(f, shape, s["scale"])),
+    "scale_matched": Codec(lambda d, s, name="": encode_matched(d), lambda f, shape, s: decode_matched(f, shape)),
     "random_sign": Codec(lambda d, s, name="": encode_random_signs(d, matrix_seed(int(s["seed"]), name)),
                          lambda f, shape, s: decode_signs(f, shape)),
 }

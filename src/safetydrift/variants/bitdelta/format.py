@@ -108,6 +108,7 @@ def compress(
     group: int = 128,
     rank: int | None = None,
     scale: float | None = None,
+    matched: bool = False,
     signs: str = "delta",
     seed: int = 0,
     meta: dict[str, str] | None = None,
@@ -120,16 +121,19 @@ def compress(
     settings: Settings
     if signs not in ("delta", "random"):
         raise ValueError(f"signs must be 'delta' or 'random', not {signs!r}")
-    chosen = [k for k, v in (("bits", bits), ("rank", rank), ("scale", scale), ("signs", signs == "random" or None))
-              if v is not None]
+    chosen = [k for k, v in (("bits", bits), ("rank", rank), ("scale", scale), ("matched", matched or None),
+                             ("signs", signs == "random" or None)) if v is not None]
     if len(chosen) > 1:
-        raise ValueError(f"compress: choose one of bits, rank, scale, signs='random' (got {', '.join(chosen)})")
+        raise ValueError(f"compress: choose one of bits, rank, scale, matched, signs='random' "
+                         f"(got {', '.join(chosen)})")
     if bits is not None:
         mode, settings = "kbit", {"bits": bits, "group": group}
     elif rank is not None:
         mode, settings = "lowrank", {"rank": rank}
     elif scale is not None:
         mode, settings = "scale", {"scale": float(scale)}
+    elif matched:
+        mode, settings = "scale_matched", {}
     elif signs == "random":
         mode, settings = "random_sign", {"seed": seed}
     else:

@@ -120,6 +120,9 @@ class BitDeltaParams(Params):
     rank: int | None = field(default=None, metadata=p("truncated SVD of rank r instead of signs", ge=1))
     scale: float | None = field(default=None, metadata=p("control: Δ̂ = λ·Δ exactly (pure shrink, no healing)",
                                                          gt=0))
+    matched: bool = field(default=False, metadata=p(
+        "control: Δ̂ = λ*·Δ per matrix with BitDelta-Initial's own shrink λ* = mean|Δ|²/mean(Δ²) (no healing)",
+        keyed_unless=False))
     signs: Literal["delta", "random"] = field(default="delta", metadata=p(
         "1-bit signs: sign(Δ) (BitDelta) or seeded random ±1 with α = mean|Δ| (control, no healing)"))
 
@@ -131,8 +134,8 @@ class BitDeltaParams(Params):
             raise SpecError(f"bitdelta: choose one of bits=, masks=, rank= (got {' and '.join(chosen)})")
         if self.group is not None and self.bits is None:
             raise SpecError("bitdelta: group= only applies with bits=")
-        controls = [k for k, on in (("scale=", self.scale is not None), ("signs=random", self.signs == "random"))
-                    if on]
+        controls = [k for k, on in (("scale=", self.scale is not None), ("matched=true", self.matched),
+                                    ("signs=random", self.signs == "random")) if on]
         if controls:
             others = [*controls[1:], *(f"{k}=" for k in chosen)]
             if others:
@@ -162,6 +165,8 @@ class BitDeltaParams(Params):
             return "lowrank"
         if self.scale is not None:
             return "scale"
+        if self.matched:
+            return "scale_matched"
         return "random_sign" if self.signs == "random" else "sign"
 
 
@@ -252,7 +257,8 @@ class BitDelta(Transform):
         meta = {"reference_sha256": ref_sha, "reference_spec": ref.spec, "finetuned_sha256": ft_sha,
                 "finetuned_spec": parent.spec, "sign_zero": "+1", "rest": prm.rest}
         delta = compress(ref_params, ft_params, names, masks=prm.masks or 1, bits=prm.bits, group=prm.group or 128,
-                         rank=prm.rank, scale=prm.scale, signs=prm.signs, seed=prm.seed, meta=meta)
+                         rank=prm.rank, scale=prm.scale, matched=prm.matched, signs=prm.signs, seed=prm.seed,
+                         meta=meta)
         init_alphas = delta.alphas()
         healed = bool(prm.heal and prm.steps > 0)
         # BitDelta-Initial's effective shrink, before healing moves the α's (the model still holds W_ft)
@@ -345,6 +351,8 @@ class BitDelta(Transform):
             return f"rank={prm.rank} SVD (fp16 factors)"
         if prm.mode == "scale":
             return f"control: Δ̂ = {prm.scale:g}·Δ (fp32 delta)"
+        if prm.mode == "scale_matched":
+            return "control: Δ̂ = λ*·Δ per matrix, λ* = mean|Δ|²/mean(Δ²) (BitDelta-Initial's shrink; fp32 delta)"
         if prm.mode == "random_sign":
             return f"control: Δ̂ = mean|Δ|·random ±1 (seed={prm.seed})"
         return "1-bit" if prm.masks == 1 else f"{prm.masks} residual 1-bit masks"
@@ -356,6 +364,10 @@ class BitDelta(Transform):
         prm = self.params
         if prm.mode == "scale":
             return {"kind": "scale", "lambda": prm.scale, "formula": "Δ̂ = λ·Δ",
+                    "equivalent_bytes": 2 * n_elements, "equivalent_of": "the fp16 delta",
+                    "equivalent_bits_per_weight": 16.0}
+        if prm.mode == "scale_matched":
+            return {"kind": "scale_matched", "formula": "Δ̂ = λ*·Δ per matrix, λ* = mean|Δ|²/mean(Δ²)",
                     "equivalent_bytes": 2 * n_elements, "equivalent_of": "the fp16 delta",
                     "equivalent_bits_per_weight": 16.0}
         return {"kind": "random_sign", "seed": prm.seed, "formula": "Δ̂ = α·S, α = mean|Δ|, S seeded ±1",
