@@ -82,9 +82,9 @@ def main() -> None:
     if not runs:
         sys.exit(f"{out}/sweep/runs.jsonl: no finished run of this config")
     rerun = runs[-1]
-    if rerun["cells_run"]:
-        sys.exit("the last invocation still ran cells: run again for a re-run")
-    completing = next(r for r in runs if r["cells_run"] or r is rerun)
+    if len(runs) < 2 or rerun["cells_run"]:
+        sys.exit("no re-run yet (the last finished invocation ran cells, or is the only one): run again")
+    completing = runs[0]  # the first invocation that finished: it ran the analysis from nothing
     # a cell's seconds: its last ledger line under this config's key (an interrupted run's cells count too)
     secs: dict[str, float] = {}
     for c in _jsonl(out / "sweep" / "cells.jsonl"):
