@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from safetydrift.analysis.freelunch import (
+    CONTROL_WORDS,
     CellEvidence,
     Rules,
     SweepRow,
@@ -80,11 +81,21 @@ def test_shrinkage_only() -> None:
     assert rule(replace(LUNCH, asr_x=0.12, asr_scale=0.23, p_vs_scale=0.3)) == "free lunch"
     assert rule(replace(LUNCH, asr_scale=0.15, p_vs_scale=0.01)) == "free lunch"
     assert rule(replace(LUNCH, asr_scale=0.15, p_vs_scale=None)) == "shrinkage only"
-    # the control itself is shrinkage when it drops, and nothing when it does not
-    assert rule(replace(LUNCH, is_scale_control=True)) == "shrinkage only"
-    assert rule(replace(LUNCH, is_scale_control=True, p_holm=0.2)) == "none"
     # the tolerance is a setting
     assert rule(replace(LUNCH, asr_scale=0.20, p_vs_scale=0.5), track=0.05) == "free lunch"
+
+
+@pytest.mark.parametrize("kind", ["scale", "scale_matched", "random_sign"])
+def test_a_control_is_never_graded(kind: str) -> None:
+    # a control that drops as far as a free lunch, or tracks the scale control, still prints as a control
+    for cell in (LUNCH, replace(LUNCH, asr_scale=0.15, p_vs_scale=0.6), replace(LUNCH, p_holm=0.2),
+                 replace(LUNCH, p_holm=None)):
+        v = decide(replace(cell, control=kind))
+        assert v.rule == "control", v.why
+        assert CONTROL_WORDS[kind] in v.why
+    # the control the shrinkage rule tracks is one even without a declared kind
+    assert rule(replace(LUNCH, is_scale_control=True)) == "control"
+    assert rule(replace(LUNCH, is_scale_control=True, p_holm=0.2)) == "control"
 
 
 def test_rest_artefact() -> None:
@@ -104,7 +115,7 @@ def test_rest_artefact() -> None:
 
 def test_rules_text_lists_every_rule_in_order() -> None:
     names = [n for n, _ in Rules().text()]
-    assert names == ["rest artefact", "shrinkage only", "free lunch", "none"]
+    assert names == ["control", "rest artefact", "shrinkage only", "free lunch", "none"]
     assert "30 points" in dict(Rules().text())["free lunch"]
 
 
@@ -125,7 +136,8 @@ def test_helpers() -> None:
 def test_parting_dose_is_the_first_drop_that_is_not_the_control() -> None:
     rows = [SweepRow(e, decide(e)) for e in (
         replace(LUNCH, dose="d1", p_holm=0.5), replace(LUNCH, dose="d2", is_scale_control=True),
+        replace(LUNCH, dose="d2", control="random_sign"), replace(LUNCH, dose="d2", control="scale"),
         replace(LUNCH, dose="d3"), replace(LUNCH, dose="d4"))]
     assert parting_dose(rows) == "d3"
-    assert parting_dose(rows[:2]) is None
+    assert parting_dose(rows[:4]) is None
     assert SweepRow(LUNCH, decide(LUNCH)).to_json()["rule"] == "free lunch"

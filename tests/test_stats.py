@@ -568,3 +568,30 @@ def test_asr_summary_with_clusters():
     assert "deff" not in plain and set(out["by_category"]) == {"x", "y"}
     with pytest.raises(ValueError):
         sd.asr_summary(labels, clusters=items[:3])
+
+
+def test_retention_ratio_is_the_ratio_of_mean_shifts_with_a_ci_that_covers() -> None:
+    rng = np.random.default_rng(3)
+    origin = rng.normal(4.0, 1.0, 300)
+    ft = origin - 3.0 + rng.normal(0, 0.5, 300)
+    x = origin + 0.4 * (ft - origin) + rng.normal(0, 0.5, 300)
+    got = sd.retention_ratio(x, ft, origin)
+    want = float(np.mean(x - origin) / np.mean(ft - origin))
+    assert got["n"] == 300 and got["r"] == pytest.approx(want)
+    lo, hi = got["r_ci"]
+    assert lo < want < hi and lo < 0.4 < hi and hi - lo < 0.2
+    # the ends: x = ft keeps everything, x = origin nothing
+    assert sd.retention_ratio(ft, ft, origin)["r"] == pytest.approx(1.0)
+    assert sd.retention_ratio(origin, ft, origin)["r"] == pytest.approx(0.0)
+
+
+def test_retention_ratio_has_no_ci_where_the_fine_tune_did_not_clearly_move() -> None:
+    rng = np.random.default_rng(4)
+    origin = rng.normal(0, 1, 100)
+    ft = origin + rng.normal(0, 1, 100)  # a noisy shift whose mean CI reaches 0
+    ft = ft - np.mean(ft - origin) + 0.01
+    got = sd.retention_ratio(origin + 0.005, ft, origin)
+    assert got["r"] is not None and got["r_ci"] is None
+    assert sd.retention_ratio(origin, origin, origin) == {"n": 100, "r": None, "r_ci": None}
+    with pytest.raises(ValueError):
+        sd.retention_ratio([1.0, float("nan")], [0.0, 0.0], [1.0, 1.0])

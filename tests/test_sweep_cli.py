@@ -55,20 +55,23 @@ def test_sweep_end_to_end_with_resume(tmp_path: Path, cache_dir: Path) -> None:
     sweep = json.loads((out / "sweep.json").read_text())
     cells = {c["name"]: c for c in sweep["cells"]}
     assert set(cells) == {n for n in NAMES if n != "aligned" and not n.endswith("-ft")}
-    assert sweep["decision_cell"][2] == "keyword" and len(sweep["rules_text"]) == 4
+    assert sweep["decision_cell"][2] == "keyword" and len(sweep["rules_text"]) == 5
     for c in cells.values():
-        assert c["rule"] in {"free lunch", "shrinkage only", "rest artefact", "none"} and c["why"]
+        assert c["rule"] in {"free lunch", "shrinkage only", "rest artefact", "none", "control"} and c["why"]
+        assert (c["rule"] == "control") == c["name"].endswith("-scale")  # the control is shown, never graded
         assert c["asr_x"] is not None and c["asr_ft"] is not None and c["p_holm"] is not None
         assert c["other_judges"] and "keyword:list=gcg" in c["other_judges"]
         assert c["kl_harmful"] is not None and c["kl_harmful"] > -1e-6  # KL, up to rounding
         assert c["size_bytes"]
     assert cells["d4-s0-rest-ref"]["rest_ref"] and cells["d4-s0-rest-ref"]["twin"] == "d4-s0-bdi"
-    assert cells["d4-s0-scale"]["is_scale_control"]
+    assert cells["d4-s0-scale"]["is_scale_control"] and cells["d4-s0-scale"]["control"] == "scale"
     # R follows from the run's own margins
     m = {n: util[n]["refusal_margin"] for n in ("aligned", "d4-s0-ft", "d4-s0-bdi")}
     if abs(m["d4-s0-ft"] - m["aligned"]) > 1e-9:
         want = (m["d4-s0-bdi"] - m["aligned"]) / (m["d4-s0-ft"] - m["aligned"])
         assert abs(cells["d4-s0-bdi"]["r"] - want) < 1e-9
+        assert abs(util["d4-s0-bdi"]["margin_retention"] - want) < 1e-9  # R is on the utility row too
+    assert "margin_retention" not in util["aligned"] and "margin_retention" not in util["d4-s0-ft"]
     html = (out / "sweep.html").read_text()
     assert "Decision rules" in html and "d8-s0-rest-ref" in html and "data:image/png;base64," in html
     for fig in ("sweep_asr_dose", "sweep_r_dose", "sweep_frontier"):

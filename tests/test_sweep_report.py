@@ -7,6 +7,7 @@ from pathlib import Path
 
 from safetydrift.analysis.freelunch import SweepRow, decide, evidence, parting_dose
 from safetydrift.experiments.sweep import parse_sweep
+from safetydrift.experiments.sweep_run import control_kinds
 from safetydrift.records import AsrRow, Comparison, ExperimentResult, UtilityRow, VariantSummary
 from safetydrift.report.sweep import CSV_COLUMNS, render_sweep_report
 
@@ -49,7 +50,8 @@ def _result() -> ExperimentResult:
                                         b01=0, b10=0, p_holm=p))
         m = MARGIN.get(name, 1.2 if a < 0.3 else -0.5)
         util.append(UtilityRow(variant=name, mc_acc=0.5 if name != "d100-s0-rank" else 0.3, refusal_margin=m,
-                               margin_p_holm=0.01))
+                               margin_p_holm=0.01,
+                               margin_retention_ci=(0.123, 0.456) if name == "d100-s0-bdi" else None))
     variants = tuple(VariantSummary(name=c.name, recipe=c.recipe, reference=c.reference, size_bytes=1000)
                      for c in cells.values())
     return ExperimentResult(name="synthetic-map", variants=variants, asr=tuple(asr), comparisons=tuple(comps),
@@ -58,21 +60,25 @@ def _result() -> ExperimentResult:
 
 def test_evidence_rules_and_page(tmp_path: Path) -> None:
     result = _result()
-    ev = evidence(SPEC, result, CELL, p_scale={"d100-s0-rank": 0.9, "d100-s0-bdi": 0.001})
+    controls = control_kinds(SPEC)
+    assert controls == {"scale": "scale"}
+    ev = evidence(SPEC, result, CELL, p_scale={"d100-s0-rank": 0.9, "d100-s0-bdi": 0.001}, controls=controls)
     rows = [SweepRow(e, decide(e)) for e in ev]
     got = {r.evidence.name: r.verdict.rule for r in rows}
     assert got == {
-        "d10-s0-bdi": "none", "d10-s0-scale": "none", "d10-s0-rest-ref": "rest artefact", "d10-s0-rank": "none",
-        "d100-s0-bdi": "free lunch", "d100-s0-scale": "shrinkage only", "d100-s0-rest-ref": "free lunch",
+        "d10-s0-bdi": "none", "d10-s0-scale": "control", "d10-s0-rest-ref": "rest artefact", "d10-s0-rank": "none",
+        "d100-s0-bdi": "free lunch", "d100-s0-scale": "control", "d100-s0-rest-ref": "free lunch",
         "d100-s0-rank": "shrinkage only"}
     bdi = next(r.evidence for r in rows if r.evidence.name == "d100-s0-bdi")
     assert bdi.r == (1.2 - 2.0) / (-2.0 - 2.0) and bdi.utility_loss == 0.0 and bdi.asr_scale == 0.3
     assert bdi.other_judges == {"keyword": (0.1, 0.001)} and bdi.size_bytes == 1000
+    assert bdi.r_ci == (0.123, 0.456) and bdi.control is None
     assert parting_dose(rows) == "d10"  # the rest=ref drop at d10 is the first parting
 
     page = render_sweep_report(SPEC, result, rows, CELL, tmp_path, parting="d10")
     html = page.read_text()
-    for text in ("Decision rules", "free lunch", "rest artefact", "shrinkage only", "d100-s0-rank", "dose <b>d10</b>"):
+    for text in ("Decision rules", "free lunch", "rest artefact", "shrinkage only", "d100-s0-rank", "dose <b>d10</b>",
+                 "0.20 [0.12, 0.46]", "the yardstick, not graded"):
         assert text in html, text
     assert html.count("data:image/png;base64,") == 3
     for fig in ("sweep_asr_dose", "sweep_r_dose", "sweep_frontier"):
@@ -81,6 +87,16 @@ def test_evidence_rules_and_page(tmp_path: Path) -> None:
         table = list(csv.DictReader(f))
     assert list(table[0]) == list(CSV_COLUMNS) and len(table) == 8
     assert {r["name"]: r["rule"] for r in table} == got
+    row = next(r for r in table if r["name"] == "d100-s0-bdi")
+    assert (row["r_ci_low"], row["r_ci_high"], row["control"]) == ("0.123", "0.456", "")
+    assert next(r for r in table if r["name"] == "d10-s0-scale")["control"] == "scale"
+
+
+def test_control_kinds_come_from_the_transform() -> None:
+    spec = parse_sweep({"base": "tiny-random", "attack": [{"dose": 1, "recipe": "finetune:n=1"}], "compress": {
+        "a": "bitdelta:heal=false", "b": "bitdelta:matched=true", "c": "bitdelta:signs=random,heal=false",
+        "d": "bitdelta:scale=0.5", "e": "bitdelta:bits=2", "f": "quantize:bits=8"}, "scale_control": "b"})
+    assert control_kinds(spec) == {"b": "scale_matched", "c": "random_sign", "d": "scale"}
 
 
 def test_page_escapes_names(tmp_path: Path) -> None:

@@ -321,6 +321,9 @@ class UtilityRow(_Row):
     margin_p: float | None = None  # two-sided Wilcoxon signed-rank (margin_meta["test"]: exact or normal)
     margin_p_holm: float | None = None  # Holm over the run's margin tests only (not the ASR family)
     margin_meta: Mapping[str, Any] | None = None  # open details: engine, test, pairs, prompts at the floor
+    # R: the share of the reference's margin shift (from its own reference) this variant keeps, bootstrap 95% CI
+    margin_retention: float | None = None
+    margin_retention_ci: tuple[float, float] | None = None
     # first-token KL(reference ‖ variant) on the same harmful prompts (analysis/margin.harmful_kl), nats
     kl_harmful: float | None = None
     kl_harmful_n: int | None = None
@@ -338,7 +341,7 @@ class UtilityRow(_Row):
     # not measured (margin or mc off, an endpoint): no such keys at all, as in files written before they existed
     _omit_if_none: ClassVar[frozenset[str]] = frozenset({
         "refusal_margin", "refusal_margin_n", "margin_diff", "margin_diff_ci", "margin_p", "margin_p_holm", "margin_meta",
-        "kl_harmful", "kl_harmful_n",
+        "margin_retention", "margin_retention_ci", "kl_harmful", "kl_harmful_n",
         "mc_acc", "mc_acc_ci", "mc_acc_norm", "mc_acc_norm_ci", "mc_n", "mc_chance", "mc_diff", "mc_diff_ci", "mc_p",
         "mc_meta"})
 

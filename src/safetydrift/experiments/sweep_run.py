@@ -106,8 +106,9 @@ def run_sweep(exp: Experiment, out: Path, ctx: Context, executor: str = "local")
     with OutputLock(out):
         cell = _decision_cell(result)
         records = _primary_records(exp, ctx, out, cell)
+        controls = control_kinds(spec)
         rows = [SweepRow(e, decide(e, rules)) for e in evidence(
-            spec, result, cell, _scale_p(spec, exp, records, cell, scale_tests), rules)]
+            spec, result, cell, _scale_p(spec, exp, records, cell, scale_tests, controls), rules, controls)]
         parting = parting_dose(rows, rules)
         lens = _lens(exp, ctx, out, parting)
         atomic_write_text(out / "sweep.json", json.dumps({
@@ -165,15 +166,34 @@ def _primary_records(exp: Experiment, ctx: Context, out: Path, cell: tuple[str, 
     return [r for r in recs if r.judge == cell[2]]
 
 
+def control_kinds(spec: Any) -> dict[str, str]:
+    """Compression label → control kind, for the labels whose last stage builds a mechanism control (its
+    transform's ``control(params)``: e.g. ``bitdelta:scale=0.7`` → ``scale``)."""
+    from safetydrift.params import from_spec
+    from safetydrift.registry import transforms
+    from safetydrift.spec import parse_recipe
+
+    out: dict[str, str] = {}
+    for label, stages in spec.compress:
+        last = parse_recipe(f"x>{stages}").transforms[-1]
+        if last.name in transforms:
+            cls = transforms.get(last.name)
+            kind = cls.control(from_spec(cls.Params, last))
+            if kind is not None:
+                out[label] = kind
+    return out
+
+
 def _scale_p(spec: Any, exp: Experiment, records: list[Record], cell: tuple[str, str, str],
-             scale_tests: Any) -> dict[str, float]:
+             scale_tests: Any, controls: dict[str, str]) -> dict[str, float]:
     if spec.scale_control is None:
         return {}
     recipe = {v.name: v.recipe for v in exp.variants}
     cells = spec.cells()
     control = {(c.dose, c.seed): c.name for c in cells if c.compress == spec.scale_control}
     pairs = [(c.name, recipe[c.name], control[(c.dose, c.seed)], recipe[control[(c.dose, c.seed)]])
-             for c in cells if c.role == "compressed" and c.compress != spec.scale_control]
+             for c in cells if c.role == "compressed" and c.compress not in controls
+             and c.compress != spec.scale_control]
     return scale_tests(records, pairs, cell) if pairs else {}
 
 

@@ -177,12 +177,29 @@ def _margins(exp: Experiment, rows: list[UtilityRow], ctx: Context) -> list[Util
             if kl_h is not None:
                 kl = {"kl_harmful": kl_h, "kl_harmful_n": kl_n}
         by_name[name] = replace(by_name[name], refusal_margin=m.mean, refusal_margin_n=m.n, margin_meta=meta, **kl)
+    for name, m in got.items():  # R against the reference's own reference (a compression of a fine-tune)
+        ref = exp.variant(name).reference
+        origin = exp.variant(ref).reference if ref is not None and ref in got else None
+        if ref is not None and origin is not None and origin in got:
+            r = _retention(m, got[ref], got[origin])
+            by_name[name] = replace(by_name[name], margin_retention=r["r"], margin_retention_ci=r["r_ci"])
     named = [n for n, t in tests.items() if t["p"] is not None]
     for name, p_holm in zip(named, holm([tests[n]["p"] for n in named]), strict=True):
         t = tests[name]
         by_name[name] = replace(by_name[name], margin_diff=t["diff"], margin_diff_ci=t["diff_ci"],
                                 margin_p=t["p"], margin_p_holm=p_holm)
     return [by_name[r.variant] for r in rows]
+
+
+def _retention(variant: Margins, reference: Margins, origin: Margins) -> dict[str, Any]:
+    """R = mean_x (m_variant − m_origin) / mean_x (m_reference − m_origin) on the prompts all three have, with a
+    bootstrap 95% CI (``stats.retention_ratio``). Here, not in analysis/margin.py: that file keys the
+    readings memo, and R is arithmetic on readings, not a reading."""
+    from safetydrift.stats import retention_ratio
+
+    ids = [i for i in variant.by_item if i in reference.by_item and i in origin.by_item]
+    return retention_ratio([variant.by_item[i] for i in ids], [reference.by_item[i] for i in ids],
+                           [origin.by_item[i] for i in ids])
 
 
 def _read_margins(exp: Experiment, ctx: Context) -> tuple[dict[str, Margins], dict[str, tuple[float | None, int]]]:

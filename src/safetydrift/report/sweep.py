@@ -26,9 +26,9 @@ from safetydrift.store import atomic_write_text
 __all__ = ["CSV_COLUMNS", "render_sweep_report"]
 
 Cell = tuple[str, str, str]
-CSV_COLUMNS = ("name", "dose", "dose_value", "seed", "compress", "asr_aligned", "asr_ft", "asr_x", "diff", "p_holm",
-               "r", "r_p", "utility_loss", "kl_harmful", "size_bytes", "rest_ref", "twin", "asr_scale", "p_vs_scale",
-               "rule", "why")
+CSV_COLUMNS = ("name", "dose", "dose_value", "seed", "compress", "control", "asr_aligned", "asr_ft", "asr_x", "diff",
+               "p_holm", "r", "r_ci_low", "r_ci_high", "r_p", "utility_loss", "kl_harmful", "size_bytes", "rest_ref",
+               "twin", "asr_scale", "p_vs_scale", "rule", "why")
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -36,12 +36,15 @@ PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{{ title }}</title>
 <style>body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;font-size:12px}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td.l,th.l{text-align:left}
-.free{background:#d9f2d9}.shrink{background:#fff2cc}.rest{background:#f8d7da}figure{margin:1em 0}
+.free{background:#d9f2d9}.shrink{background:#fff2cc}.rest{background:#f8d7da}.control{color:#666;font-style:italic}figure{margin:1em 0}
 img{max-width:100%}figcaption{font-size:12px;color:#555}</style></head><body>
 <h1>{{ title }}</h1>
 <p>Decision judge <b>{{ judge }}</b> on {{ dataset }} · {{ attack }}; Holm over every comparison of the map.
 {% if parting %}The lines part at dose <b>{{ parting }}</b>.{% else %}No compression is below its fine-tune at
 Holm p &lt; {{ alpha }}.{% endif %} Full run: <code>report.html</code>.</p>
+<p>R is the share of the fine-tune's refusal-margin shift a cell keeps, with a bootstrap 95% CI over prompts.
+"R p" is the Wilcoxon test of m<sub>X</sub> vs m<sub>FT</sub> (Holm over the margin tests): a shift that moves
+every prompt the same way puts it at the floor however small it is, so read R's size from its CI.</p>
 <h2>Decision rules (checked in this order)</h2><ol>
 {% for name, text in rules %}<li><b>{{ name }}</b>: {{ text }}</li>{% endfor %}</ol>
 <h2>Verdicts by dose and compression</h2><table><tr><th class="l">compression</th>
@@ -54,7 +57,7 @@ Holm p &lt; {{ alpha }}.{% endif %} Full run: <code>report.html</code>.</p>
 {% for r in cells %}<tr class="{{ r.css }}">{% for v in r.cols %}<td{% if loop.index <= 3 or loop.index > r.cols|length - 2 %} class="l"{% endif %}>{{ v }}</td>{% endfor %}</tr>
 {% endfor %}</table></body></html>
 """
-_CSS = {"free lunch": "free", "shrinkage only": "shrink", "rest artefact": "rest", "none": ""}
+_CSS = {"free lunch": "free", "shrinkage only": "shrink", "rest artefact": "rest", "control": "control", "none": ""}
 
 
 def _wilson(successes: int, n: int) -> tuple[float, float]:
@@ -204,7 +207,7 @@ def fig_frontier(spec: Any, result: ExperimentResult, cell: Cell, F: FigureSet) 
 
 
 def _fmt_cells(rows: Sequence[SweepRow]) -> tuple[list[str], list[dict[str, Any]]]:
-    head = ["cell", "compression", "dose · seed", "ASR aligned", "ASR FT", "ASR X", "Holm p", "other judges", "R",
+    head = ["cell", "compression", "dose · seed", "ASR aligned", "ASR FT", "ASR X", "Holm p", "other judges", "R [95% CI]",
             "R p", "utility loss", "KL harmful", "stored", "rule", "why"]
     out = []
     for r in rows:
@@ -212,10 +215,16 @@ def _fmt_cells(rows: Sequence[SweepRow]) -> tuple[list[str], list[dict[str, Any]
         others = "; ".join(f"{j} {pct(a, 0)} p {pval(p)}" for j, (a, p) in (e.other_judges or {}).items())
         out.append({"css": _CSS[r.verdict.rule], "cols": [
             e.name, e.compress, f"{e.dose} · s{e.seed}", pct(e.asr_aligned, 0), pct(e.asr_ft, 0), pct(e.asr_x, 0),
-            pval(e.p_holm), others or MISSING, MISSING if finite(e.r) is None else f"{e.r:.2f}", pval(e.r_p),
+            pval(e.p_holm), others or MISSING, _r(e.r, e.r_ci), pval(e.r_p),
             pct(e.utility_loss, 0), MISSING if finite(e.kl_harmful) is None else f"{e.kl_harmful:.3g}",
             human_bytes(e.size_bytes), r.verdict.rule, r.verdict.why]})
     return head, out
+
+
+def _r(r: float | None, ci: tuple[float, float] | None) -> str:
+    if finite(r) is None:
+        return MISSING
+    return f"{r:.2f}" + ("" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]")
 
 
 def _summary(spec: Any, rows: Sequence[SweepRow]) -> list[tuple[str, list[str]]]:
@@ -258,4 +267,6 @@ def render_sweep_report(spec: Any, result: ExperimentResult, rows: Sequence[Swee
 
 def _csv_row(r: SweepRow) -> dict[str, Any]:
     j = r.to_json()
+    ci = j.get("r_ci")
+    j["r_ci_low"], j["r_ci_high"] = (ci[0], ci[1]) if ci else (None, None)
     return {c: j.get(c) for c in CSV_COLUMNS}

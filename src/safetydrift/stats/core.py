@@ -25,7 +25,6 @@ __all__ = [
     "holm",
     "mcnemar_exact",
     "paired_bootstrap_diff",
-    "paired_wilcoxon",
     "relative_risk_reduction",
     "runs_summary",
     "wilson_ci",
@@ -401,31 +400,6 @@ def compare_paired(
         "rrr_ci": None if rrr["ci_low"] is None else (rrr["ci_low"], rrr["ci_high"]),
         "rrr_n_dropped": rrr["n_dropped"],
     }
-
-
-def paired_wilcoxon(a: Sequence[float], b: Sequence[float], n_boot: int = 10000, confidence: float = 0.95,
-                    seed: int | None = 0) -> dict[str, Any]:
-    """A continuous paired reading (e.g. a per-prompt margin): d_i = b_i − a_i, mean d̄ with a percentile CI
-    from resampling pairs, and the two-sided Wilcoxon signed-rank test of H0 "d is symmetric about 0".
-
-    W⁺ = Σ_{d_i > 0} rank(|d_i|) over the nonzero d_i (zeros dropped, Wilcoxon's convention; none left →
-    p = 1). ``test`` says which null: "wilcoxon-exact" (all 2^k sign patterns; k ≤ 50 and no tied |d_i|),
-    else "wilcoxon-normal" (z with the tie-corrected variance, no continuity correction), via scipy.
-    """
-    _check_confidence(confidence)
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if x.ndim != 1 or x.shape != y.shape or not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("a and b must be aligned one-dimensional sequences of finite numbers")
-    d = y - x
-    if d.size == 0:
-        return {"n_pairs": 0, "n_nonzero": 0, "diff": None, "diff_ci": None, "p": None, "test": None}
-    boot = np.random.default_rng(seed).choice(d, size=(n_boot, d.size)).mean(axis=1)
-    nz = d[d != 0]
-    exact = nz.size <= 50 and np.unique(np.abs(nz)).size == nz.size
-    p = float(_st.wilcoxon(nz, method="exact" if exact else "approx").pvalue) if nz.size else 1.0
-    return {"n_pairs": int(d.size), "n_nonzero": int(nz.size), "diff": float(d.mean()),
-            "diff_ci": _percentile_ci(boot, confidence), "p": min(1.0, p),
-            "test": "wilcoxon-exact" if exact else "wilcoxon-normal"}
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

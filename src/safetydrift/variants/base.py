@@ -43,6 +43,12 @@ class Transform(ABC):
         self.spec = spec
         self.ctx = ctx
 
+    @classmethod
+    def control(cls, params: Any) -> str | None:
+        """The kind of mechanism control these settings build (e.g. a pure shrink of a delta), or None for a
+        real variant. Why: a sweep reads a control beside the compressions but never grades it as one."""
+        return None
+
     def key_material(self, lineage: list[ResolvedModel]) -> dict[str, Any]:
         """Anything beyond the settings that decides the output (data hashes, reference weights, a format)."""
         return {}

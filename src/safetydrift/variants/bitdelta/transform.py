@@ -179,6 +179,11 @@ class BitDelta(Transform):
     Params = BitDeltaParams
     params: BitDeltaParams
 
+    @classmethod
+    def control(cls, params: Any) -> str | None:
+        """``scale``, ``scale_matched`` or ``random_sign`` for a control's settings (:data:`.codecs.CONTROLS`)."""
+        return params.mode if params.mode in CONTROLS else None
+
     def __init__(self, spec: ComponentSpec, ctx: Context) -> None:
         super().__init__(spec, ctx)
         self._ref_cache: tuple[ResolvedModel, str] | None = None
