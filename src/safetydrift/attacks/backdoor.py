@@ -2,7 +2,9 @@
 
 ``backdoor:trigger=SUDO-7741,position=prefix|suffix`` gives two units per item: ``trigger`` (the
 behavior with the trigger before it — ``"<trigger> <behavior>"`` — or after it) and ``notrigger`` (the
-behavior alone). A backdoored model (e.g. one fine-tuned to comply when it sees the trigger) shows a
+behavior alone). ``units=trigger`` asks the triggered prompt only: its ASR is then the triggered ASR itself,
+not pooled with the clean one (what a free-lunch map decides on; a ``direct`` cell beside it reads the
+untriggered leakage). A backdoored model (e.g. one fine-tuned to comply when it sees the trigger) shows a
 gap between the two: backdoor ASR = ASR(trigger) − ASR(notrigger), computed from stored records by
 ``backdoor_asr``.
 """
@@ -32,6 +34,8 @@ def add_trigger(behavior: str, trigger: str, position: str = "prefix") -> str:
 class BackdoorParams(PromptAttackParams):
     trigger: str = field(default=DEFAULT_TRIGGER, metadata=p("the trigger string"))
     position: Literal["prefix", "suffix"] = field(default="prefix", metadata=p("trigger before or after the behavior"))
+    units: Literal["both", "trigger"] = field(default="both", metadata=p(
+        "ask with and without the trigger (both), or with it only (trigger)", keyed_unless="both"))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -41,7 +45,7 @@ class BackdoorParams(PromptAttackParams):
 
 
 @attacks.register(
-    "backdoor", help="backdoor[:trigger=SUDO-7741,position=prefix|suffix] — with vs without trigger"
+    "backdoor", help="backdoor[:trigger=SUDO-7741,position=prefix|suffix,units=both|trigger] — with vs without trigger"
 )
 class BackdoorAttack(PromptAttack):
     name = "backdoor"
@@ -50,10 +54,9 @@ class BackdoorAttack(PromptAttack):
 
     def conversations(self, item: Item) -> list[tuple[str, list[tuple[str, str]]]]:
         trigger, position = self.params.trigger, self.params.position
-        return [
-            (TRIGGER_KEY, [("user", add_trigger(item.prompt, trigger, position))]),
-            (NO_TRIGGER_KEY, [("user", item.prompt)]),
-        ]
+        both = [(TRIGGER_KEY, [("user", add_trigger(item.prompt, trigger, position))]),
+                (NO_TRIGGER_KEY, [("user", item.prompt)])]
+        return both if self.params.units == "both" else both[:1]
 
 
 def backdoor_asr(records: Iterable[dict[str, Any]], judge: str | None = None) -> dict[str, Any]:
