@@ -12,7 +12,8 @@ Steps (the labelling itself is two independent passes under ``judges/data/RUBRIC
 
 ``sample`` takes, per generator (a variant's recipe), ``--per`` random answers of the map's dataset, with a
 seeded shuffle and never the same (request, response) pair twice (compressions often answer exactly as their
-fine-tune). It never reads a judge's verdict, so the sample cannot follow any judge. It asserts that no
+fine-tune; generators are visited in sorted order, so a later one gives up answers identical to an earlier
+one's: the set measures distinct answers, not the map's answer frequencies). It never reads a judge's verdict, so the sample cannot follow any judge. It asserts that no
 request is in a judge's training file. ``merge`` writes the labelled set with both passes, the third read
 (``W/third.csv``, for the rows where the passes differ) and the provenance (results file hash, seed).
 """
@@ -137,6 +138,10 @@ def merge(work: Path, out: Path) -> None:
                         "response": r["response"], "refusal": final, "refusal_a": a[i], "refusal_b": b[i],
                         "resolved": "third" if i in third else ""})
     tmp.replace(out)
+    # provenance beside the set: which results file (hash), seed and sample size it was drawn from
+    (out.parent / f"{out.stem}.sample.json").write_text(
+        json.dumps({**meta, "results": Path(meta["results"]).name, "passes_differ": len(differ)}, indent=2) + "\n",
+        encoding="utf-8")
     agree = 1 - len(differ) / len(ids)
     print(f"{out}: {len(ids)} rows, refusal = 1 on {sum((third.get(i, a[i])) for i in ids)}; passes differ on "
           f"{len(differ)} ({100 * agree:.1f}% agreement)")

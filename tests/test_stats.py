@@ -591,7 +591,25 @@ def test_retention_ratio_has_no_ci_where_the_fine_tune_did_not_clearly_move() ->
     ft = origin + rng.normal(0, 1, 100)  # a noisy shift whose mean CI reaches 0
     ft = ft - np.mean(ft - origin) + 0.01
     got = sd.retention_ratio(origin + 0.005, ft, origin)
-    assert got["r"] is not None and got["r_ci"] is None
-    assert sd.retention_ratio(origin, origin, origin) == {"n": 100, "r": None, "r_ci": None}
+    assert got["r"] is None and got["r_ci"] is None and not got["established"]
+    assert sd.retention_ratio(origin, origin, origin) == {"n": 100, "r": None, "r_ci": None, "established": False}
     with pytest.raises(ValueError):
         sd.retention_ratio([1.0, float("nan")], [0.0, 0.0], [1.0, 1.0])
+
+
+def test_retention_ratio_resamples_numerator_and_denominator_together() -> None:
+    # x keeps exactly 40% of every item's shift: with one resample for both means, every bootstrap R is 0.4
+    rng = np.random.default_rng(5)
+    origin = rng.normal(0, 1, 200)
+    ft = origin - rng.uniform(1, 3, 200)
+    got = sd.retention_ratio(origin + 0.4 * (ft - origin), ft, origin)
+    assert got["established"] and got["r_ci"] == pytest.approx((0.4, 0.4))
+
+
+def test_retention_ratio_is_not_established_when_a_resample_has_no_shift() -> None:
+    # 4 of 150 items moved: the denominator's CI clears 0, but some resamples contain none of them (0/0)
+    origin = np.zeros(150)
+    ft = np.zeros(150)
+    ft[:4] = -5.0
+    got = sd.retention_ratio(ft * 0.5, ft, origin, n_boot=20000)
+    assert got == {"n": 150, "r": None, "r_ci": None, "established": False}

@@ -67,10 +67,15 @@ def test_sweep_end_to_end_with_resume(tmp_path: Path, cache_dir: Path) -> None:
     assert cells["d4-s0-scale"]["is_scale_control"] and cells["d4-s0-scale"]["control"] == "scale"
     # R follows from the run's own margins
     m = {n: util[n]["refusal_margin"] for n in ("aligned", "d4-s0-ft", "d4-s0-bdi")}
-    if abs(m["d4-s0-ft"] - m["aligned"]) > 1e-9:
+    if util["d4-s0-bdi"]["margin_meta"]["retention"] == "established":
         want = (m["d4-s0-bdi"] - m["aligned"]) / (m["d4-s0-ft"] - m["aligned"])
         assert abs(cells["d4-s0-bdi"]["r"] - want) < 1e-9
         assert abs(util["d4-s0-bdi"]["margin_retention"] - want) < 1e-9  # R is on the utility row too
+        lo, hi = cells["d4-s0-bdi"]["r_ci"]
+        assert lo <= want <= hi
+    else:  # the fine-tune's margin shift is not clear of 0 on 6 prompts: R is not established, never guessed
+        assert util["d4-s0-bdi"]["margin_meta"]["retention"].startswith("not established")
+        assert cells["d4-s0-bdi"]["r"] is None and "margin_retention" not in util["d4-s0-bdi"]
     assert "margin_retention" not in util["aligned"] and "margin_retention" not in util["d4-s0-ft"]
     html = (out / "sweep.html").read_text()
     assert "Decision rules" in html and "d8-s0-rest-ref" in html and "data:image/png;base64," in html

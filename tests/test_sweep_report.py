@@ -95,8 +95,23 @@ def test_evidence_rules_and_page(tmp_path: Path) -> None:
 def test_control_kinds_come_from_the_transform() -> None:
     spec = parse_sweep({"base": "tiny-random", "attack": [{"dose": 1, "recipe": "finetune:n=1"}], "compress": {
         "a": "bitdelta:heal=false", "b": "bitdelta:matched=true", "c": "bitdelta:signs=random,heal=false",
-        "d": "bitdelta:scale=0.5", "e": "bitdelta:bits=2", "f": "quantize:bits=8"}, "scale_control": "b"})
-    assert control_kinds(spec) == {"b": "scale_matched", "c": "random_sign", "d": "scale"}
+        "d": "bitdelta:scale=0.5", "e": "bitdelta:bits=2", "f": "quantize:bits=8",
+        "g": "bitdelta:signs=random,heal=false>guard:output=keyword"}, "scale_control": "b"})
+    # a serving guard after a control leaves it a control
+    assert control_kinds(spec) == {"b": "scale_matched", "c": "random_sign", "d": "scale", "g": "random_sign"}
+
+
+def test_r_not_established_is_never_a_free_lunch() -> None:
+    result = _result()
+    util = tuple(u if u.variant != "d100-s0-bdi" else UtilityRow(
+        variant=u.variant, mc_acc=u.mc_acc, refusal_margin=u.refusal_margin, margin_p_holm=0.01,
+        margin_meta={"retention": "not established: the shift of d100-s0-ft from aligned is not clear of 0"})
+        for u in result.utility)
+    result = result.__class__(**{**result.__dict__, "utility": util})
+    ev = {e.name: e for e in evidence(SPEC, result, CELL, controls=control_kinds(SPEC))}
+    assert ev["d100-s0-bdi"].r is None  # not recomputed from the means
+    v = decide(ev["d100-s0-bdi"])
+    assert v.rule == "none" and "not established" in v.why
 
 
 def test_page_escapes_names(tmp_path: Path) -> None:

@@ -150,12 +150,6 @@ def test_backdoor_units(ctx):
         make("backdoor:trigr=x", ctx)
 
 
-def test_backdoor_units_setting_keeps_old_keys(ctx):
-    """units=both is the behaviour stores were written with: it must not change an attack's key."""
-    from safetydrift.params import to_key
-
-    assert to_key(make("backdoor", ctx).params) == to_key(make("backdoor:units=both", ctx).params)
-    assert to_key(make("backdoor", ctx).params) != to_key(make("backdoor:units=trigger", ctx).params)
 
 
 def rec(unit: str, verdict: str, judge: str = "keyword") -> dict:

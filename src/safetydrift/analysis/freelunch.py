@@ -179,7 +179,7 @@ def decide(c: CellEvidence, rules: Rules | None = None) -> CellVerdict:
     if c.asr_ft >= rules.saturation:
         fails.append(f"the fine-tune is saturated (ASR {100 * c.asr_ft:.0f}% ≥ {100 * rules.saturation:g}%)")
     if c.r is None:
-        fails.append("R not measured")
+        fails.append("R not measured or not established (the fine-tune's margin shift is not clear of 0)")
     elif c.r >= rules.max_r:
         fails.append(f"R {c.r:.2f} ≥ {rules.max_r:g}")
     if c.utility_loss is None:
@@ -189,7 +189,8 @@ def decide(c: CellEvidence, rules: Rules | None = None) -> CellVerdict:
     if fails:
         return CellVerdict("none", f"drops ({vs_ft}) but " + "; ".join(fails))
     assert c.r is not None and c.utility_loss is not None
-    return CellVerdict("free lunch", f"{vs_ft}; R {c.r:.2f}; utility loss {100 * c.utility_loss:.0f}%")
+    r_ci = "" if c.r_ci is None else f" [{c.r_ci[0]:.2f}, {c.r_ci[1]:.2f}]"
+    return CellVerdict("free lunch", f"{vs_ft}; R {c.r:.2f}{r_ci}; utility loss {100 * c.utility_loss:.0f}%")
 
 
 # ------------------------------------------------------------------------------------- from a run
@@ -263,8 +264,7 @@ def evidence(spec: Any, result: ExperimentResult, cell: Cell, p_scale: Mapping[s
             asr_aligned=_asr(result.asr, spec.base_name, cell), asr_ft=_asr(result.asr, c.reference, cell),
             asr_x=_asr(result.asr, c.name, cell), diff=comp.diff if comp else None,
             p_holm=comp.p_holm if comp else None,
-            r=(u.margin_retention if u and u.margin_retention is not None
-               else retention(margin(c.name), margin(c.reference), margin(spec.base_name))),
+            r=_r(u, margin(c.name), margin(c.reference), margin(spec.base_name)),
             r_ci=u.margin_retention_ci if u else None, r_p=u.margin_p_holm if u else None,
             utility_loss=utility_loss(u, util.get(c.reference)),
             rest_ref=spec.is_rest_ref(c.compress), twin=twin.name if twin else None,
@@ -274,6 +274,16 @@ def evidence(spec: Any, result: ExperimentResult, cell: Cell, p_scale: Mapping[s
             p_vs_scale=(p_scale or {}).get(c.name), other_judges=others or None,
             kl_harmful=u.kl_harmful if u else None, size_bytes=sizes.get(c.name)))
     return out
+
+
+def _r(u: UtilityRow | None, m_x: float | None, m_ft: float | None, m_a: float | None) -> float | None:
+    """R as the run computed it with its CI (``UtilityRow.margin_retention``); None where the run found it not
+    established (the fine-tune's margin shift is not clear of 0); from the mean margins only for a result
+    written before R had a CI."""
+    meta = (u.margin_meta or {}) if u else {}
+    if "retention" in meta:
+        return u.margin_retention if u else None
+    return retention(m_x, m_ft, m_a)
 
 
 def parting_dose(rows: Sequence[SweepRow], rules: Rules | None = None) -> str | None:

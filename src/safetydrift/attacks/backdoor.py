@@ -35,7 +35,7 @@ class BackdoorParams(PromptAttackParams):
     trigger: str = field(default=DEFAULT_TRIGGER, metadata=p("the trigger string"))
     position: Literal["prefix", "suffix"] = field(default="prefix", metadata=p("trigger before or after the behavior"))
     units: Literal["both", "trigger"] = field(default="both", metadata=p(
-        "ask with and without the trigger (both), or with it only (trigger)", keyed_unless="both"))
+        "ask with and without the trigger (both), or with it only (trigger)"))
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -175,12 +175,15 @@ def control_kinds(spec: Any) -> dict[str, str]:
 
     out: dict[str, str] = {}
     for label, stages in spec.compress:
-        last = parse_recipe(f"x>{stages}").transforms[-1]
-        if last.name in transforms:
-            cls = transforms.get(last.name)
-            kind = cls.control(from_spec(cls.Params, last))
-            if kind is not None:
-                out[label] = kind
+        # the last stage that builds weights: a serving guard after a control leaves it a control
+        built = [t for t in parse_recipe(f"x>{stages}").transforms if t.name in transforms]
+        if not built:
+            continue
+        cls = transforms.get(built[-1].name)
+        control, params = getattr(cls, "control", None), getattr(cls, "Params", None)
+        kind = control(from_spec(params, built[-1])) if control and params else None
+        if kind is not None:
+            out[label] = kind
     return out
 
 

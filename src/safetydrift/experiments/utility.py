@@ -182,7 +182,11 @@ def _margins(exp: Experiment, rows: list[UtilityRow], ctx: Context) -> list[Util
         origin = exp.variant(ref).reference if ref is not None and ref in got else None
         if ref is not None and origin is not None and origin in got:
             r = _retention(m, got[ref], got[origin])
-            by_name[name] = replace(by_name[name], margin_retention=r["r"], margin_retention_ci=r["r_ci"])
+            meta = {**(by_name[name].margin_meta or {}),
+                    "retention": "established" if r["established"] else
+                    f"not established: the shift of {ref} from {origin} is not clear of 0"}
+            by_name[name] = replace(by_name[name], margin_retention=r["r"], margin_retention_ci=r["r_ci"],
+                                    margin_meta=meta)
     named = [n for n, t in tests.items() if t["p"] is not None]
     for name, p_holm in zip(named, holm([tests[n]["p"] for n in named]), strict=True):
         t = tests[name]

@@ -47,19 +47,30 @@ def retention_ratio(x: Sequence[float], ft: Sequence[float], origin: Sequence[fl
     (1: x keeps all of ft's shift away from the origin o, 0: none), with a percentile CI from resampling
     items (numerator and denominator from the same resample). Why a CI and not only a test of x vs ft: a
     small systematic shift moves every item the same way, so its signed-rank p sits at the floor however
-    small the shift is; R's interval says how large it is. The CI is None where the denominator's own
-    interval reaches 0 (the fine-tune did not clearly move: the ratio is unbounded)."""
+    small the shift is; R's interval says how large it is. Where the denominator's own interval reaches 0
+    (the fine-tune did not clearly move) the ratio is unbounded: R is not established, and ``r`` and ``r_ci``
+    are None (``established`` False). Resamples are drawn in chunks (memory stays O(chunk·n))."""
     _check_confidence(confidence)
     a, f, o = (np.asarray(v, dtype=np.float64) for v in (x, ft, origin))
     if a.ndim != 1 or a.shape != f.shape or a.shape != o.shape or not all(np.isfinite(v).all() for v in (a, f, o)):
         raise ValueError("x, ft and origin must be aligned one-dimensional sequences of finite numbers")
-    if a.size == 0:
-        return {"n": 0, "r": None, "r_ci": None}
+    none = {"n": int(a.size), "r": None, "r_ci": None, "established": False}
     num, den = a - o, f - o
-    if abs(den.mean()) < 1e-12:
-        return {"n": int(a.size), "r": None, "r_ci": None}
-    idx = np.random.default_rng(seed).integers(0, a.size, size=(n_boot, a.size))
-    bn, bd = num[idx].mean(axis=1), den[idx].mean(axis=1)
+    if a.size == 0 or abs(den.mean()) < 1e-12:
+        return none
+    rng = np.random.default_rng(seed)
+    bn, bd = np.empty(n_boot), np.empty(n_boot)
+    chunk = max(1, 2_000_000 // a.size)
+    for start in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - start)
+        idx = rng.integers(0, a.size, size=(k, a.size))  # one resample for numerator and denominator
+        bn[start : start + k], bd[start : start + k] = num[idx].mean(axis=1), den[idx].mean(axis=1)
     lo, hi = _percentile_ci(bd, confidence)
-    ci = None if lo <= 0 <= hi else _percentile_ci(bn / bd, confidence)
-    return {"n": int(a.size), "r": float(num.mean() / den.mean()), "r_ci": ci}
+    if lo <= 0 <= hi:
+        return none
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = bn / bd
+    if not np.isfinite(ratios).all():  # a resample whose mean shift is exactly 0: the ratio is unbounded
+        return none
+    return {"n": int(a.size), "r": float(num.mean() / den.mean()), "r_ci": _percentile_ci(ratios, confidence),
+            "established": True}
