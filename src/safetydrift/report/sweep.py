@@ -267,6 +267,6 @@ def render_sweep_report(spec: Any, result: ExperimentResult, rows: Sequence[Swee
 
 def _csv_row(r: SweepRow) -> dict[str, Any]:
     j = r.to_json()
-    ci = j.get("r_ci")
+    ci = r.evidence.r_ci
     j["r_ci_low"], j["r_ci_high"] = (ci[0], ci[1]) if ci else (None, None)
     return {c: j.get(c) for c in CSV_COLUMNS}
