@@ -120,3 +120,24 @@ def test_page_escapes_names(tmp_path: Path) -> None:
     html = render_sweep_report(SPEC, result.__class__(**{**result.__dict__, "name": "<script>x</script>"}), rows,
                                CELL, tmp_path).read_text()
     assert "<script>x" not in html and "&lt;script&gt;" in html
+
+
+def test_only_compressions_are_tested_against_the_scale_control() -> None:
+    """The paired X-vs-scale tests (one Holm family) leave every control out, the tracked one included."""
+    from types import SimpleNamespace
+
+    from safetydrift.experiments.sweep_run import _scale_p
+
+    spec = parse_sweep({"base": "tiny-random", "attack": [{"dose": 1, "recipe": "finetune:n=1"}], "compress": {
+        "bdi": "bitdelta:heal=false", "matched": "bitdelta:matched=true", "scale": "bitdelta:scale=0.7",
+        "random": "bitdelta:signs=random,heal=false"}})
+    exp = SimpleNamespace(variants=[SimpleNamespace(name=c.name, recipe=c.recipe) for c in spec.cells()])
+    seen: list[list[tuple[str, str, str, str]]] = []
+
+    def fake_tests(records: object, pairs: list[tuple[str, str, str, str]], cell: object) -> dict[str, float]:
+        seen.append(pairs)
+        return {p[0]: 0.5 for p in pairs}
+
+    got = _scale_p(spec, exp, [], CELL, fake_tests, control_kinds(spec))  # type: ignore[arg-type]
+    assert spec.scale_control == "matched"
+    assert got == {"d1-s0-bdi": 0.5} and [p[2] for p in seen[0]] == ["d1-s0-matched"]
