@@ -292,6 +292,6 @@ def parting_dose(rows: Sequence[SweepRow], rules: Rules | None = None) -> str | 
     rules = rules or Rules()
     for r in rows:
         e = r.evidence
-        if drops(e.asr_x, e.asr_ft, e.p_holm, rules.alpha) and e.control is None and not e.is_scale_control:
+        if drops(e.asr_x, e.asr_ft, e.p_holm, rules.alpha) and r.verdict.rule != "control":
             return e.dose
     return None
