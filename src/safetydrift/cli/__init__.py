@@ -33,6 +33,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("run", "run", "build and evaluate an experiment grid from YAML, then compare and report", "full"),
     Command("sweep", "sweep", "the free-lunch map: an experiment's sweep: block cell by cell (resumable, progress "
             "over cells, --executor local|ray), then the decision rules per cell", "full"),
+    Command("map", "map", "one free-lunch map from several finished sweep parts: figures and verdicts over "
+            "every dose (reads their outputs; re-tests nothing)"),
     Command("demo", "demo", "the main job: base → align → harmful fine-tune → BitDelta / GGUF / guard, compared",
             "full"),
     Command("build", "build", "build a variant recipe into the artifact cache", "full"),

@@ -94,6 +94,22 @@ def _dodge(x: float, k: int, n: int, values: list[float]) -> float:
     return x + step * ((max(values) - min(values)) or 1.0)
 
 
+def dose_positions(doses: Sequence[Any], spread: float = 0.16) -> dict[str, float]:
+    """Where each dose label is drawn: at its value, except that doses sharing a value (4 distinct steps and 4
+    repeated steps) are set apart, each later one ``spread`` of the axis further right (more than the lines'
+    own dodge), so neither hides the other and R is never averaged across them."""
+    values = [d.value for d in doses]
+    log = _log_doses(values)
+    width = (math.log10(max(values) / min(values)) if log else (max(values) - min(values))) if values else 0.0
+    out: dict[str, float] = {}
+    seen: Counter[float] = Counter()
+    for d in doses:
+        k, seen[d.value] = seen[d.value], seen[d.value] + 1
+        step = k * spread * (width or 1.0)
+        out[d.label] = d.value * 10 ** step if log else d.value + step
+    return out
+
+
 def _dose_axis(ax: Any, values: list[float], labels: list[str]) -> None:
     if _log_doses(values):
         ax.set_xscale("log")
@@ -110,7 +126,8 @@ def fig_asr_dose(spec: Any, result: ExperimentResult, cell: Cell, F: FigureSet) 
     judges.sort(key=lambda j: j != cell[2])
     cells = spec.cells()
     lines = [("fine-tune", None), *((label, label) for label, _ in spec.compress)]
-    xs = [d.value for d in spec.doses]
+    at = dose_positions(spec.doses)
+    xs = [at[d.label] for d in spec.doses]
     fig = _new_fig(5.4 * len(judges), 4.2)
     axes = fig.subplots(1, len(judges), squeeze=False)[0]
     for ax, judge in zip(axes, judges, strict=True):
@@ -127,7 +144,7 @@ def fig_asr_dose(spec: Any, result: ExperimentResult, cell: Cell, F: FigureSet) 
                         and c.compress == comp and c.name in by_name]
                 got = _pooled(rows)
                 if got is not None:
-                    px.append(_dodge(d.value, li, len(lines), xs))
+                    px.append(_dodge(at[d.label], li, len(lines), xs))
                     py.append(got[0])
                     lo.append(max(0.0, got[0] - got[1]))
                     hi.append(max(0.0, got[2] - got[0]))
@@ -141,15 +158,18 @@ def fig_asr_dose(spec: Any, result: ExperimentResult, cell: Cell, F: FigureSet) 
         ax.legend(fontsize=7)
     F.save(fig, "sweep_asr_dose", "ASR against dose",
            f"{cell[0]} · {cell[1]}; one line per compression, seeds pooled, Wilson 95% intervals; dashed: "
-           f"{spec.base_name} (its interval shaded).", "sweep")
+           f"{spec.base_name} (its interval shaded)."
+           + (" Doses that share a value are drawn side by side, in the order listed."
+              if len({d.value for d in spec.doses}) < len(spec.doses) else ""), "sweep")
 
 
 def fig_r_dose(spec: Any, rows: Sequence[SweepRow], F: FigureSet) -> None:
+    at = dose_positions(spec.doses)
     pts: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         e = r.evidence
-        if (rv := finite(e.r)) is not None and e.dose_value is not None:
-            pts[e.compress][e.dose_value].append(rv)
+        if (rv := finite(e.r)) is not None and e.dose in at:
+            pts[e.compress][at[e.dose]].append(rv)
     if not pts:
         return
     fig = _new_fig(6.0, 4.2)
@@ -164,7 +184,7 @@ def fig_r_dose(spec: Any, rows: Sequence[SweepRow], F: FigureSet) -> None:
             ax.scatter([x] * len(pts[label][x]), pts[label][x], s=10, color=color, alpha=0.4)
     ax.axhline(1.0, color="black", lw=1, label="fine-tune (R = 1)")
     ax.axhline(0.0, color="#555", ls="--", lw=1, label=f"{spec.base_name} (R = 0)")
-    _dose_axis(ax, [d.value for d in spec.doses], [d.label for d in spec.doses])
+    _dose_axis(ax, [at[d.label] for d in spec.doses], [d.label for d in spec.doses])
     ax.set_ylabel("R (refusal-margin retention)")
     ax.legend(fontsize=7)
     F.save(fig, "sweep_r_dose", "R against dose",
