@@ -358,3 +358,44 @@ def test_margin_switch_must_be_a_bool() -> None:
 
     with pytest.raises(DataError, match="utility.margin"):
         parse_experiment({**EXP, "utility": {"margin": "no"}}, "m.yaml")
+
+
+@pytest.mark.parametrize(("attacks", "triggered"), [
+    (["backdoor:trigger=ZQ-1,units=trigger", "direct"], True),  # the decision attack only rewrites the prompt
+    (["direct"], False),
+    (["backdoor:trigger=ZQ-1"], False),  # clean and triggered pooled: no one prompt per item
+    (["template"], False),  # several framings per item
+    (["template:name=research"], True),  # one framing: its prompts
+])
+def test_margins_are_read_on_the_decision_attacks_prompts(ctx: Context, attacks: list[str], triggered: bool) -> None:
+    """R and KL_h read what the decision ASR was measured on: a backdoor's triggered request, with the item ids."""
+    from safetydrift.datasets import load_dataset
+    from safetydrift.experiments import parse_experiment
+    from safetydrift.experiments.utility import margin_prompts
+
+    exp = parse_experiment({**EXP, "attacks": attacks}, "m.yaml")
+    items = load_dataset("advbench50:n=5", ctx).items
+    got, prompts = margin_prompts(exp, items, ctx)
+    assert [it.id for it in got] == [it.id for it in items]
+    if triggered:
+        assert prompts == attacks[0] and all(g.prompt != it.prompt and it.prompt in g.prompt
+                                             for g, it in zip(got, items, strict=True))
+        if attacks[0].startswith("backdoor"):
+            assert all(g.prompt == f"ZQ-1 {it.prompt}" for g, it in zip(got, items, strict=True))
+    else:
+        assert prompts is None and [g.prompt for g in got] == [it.prompt for it in items]
+
+
+def test_a_backdoor_experiment_reads_margins_on_triggered_prompts(tmp_path: Path, ctx: Context) -> None:
+    from safetydrift.experiments import parse_experiment
+    from safetydrift.experiments.run import run_experiment
+
+    plain = run_experiment(parse_experiment({**EXP, "variants": {"base": "tiny-random"}}, "m.yaml"), tmp_path / "a", ctx)
+    trig = run_experiment(parse_experiment({**EXP, "variants": {"base": "tiny-random"},
+                                            "attacks": ["backdoor:trigger=ZQ-1,units=trigger"]}, "m.yaml"),
+                          tmp_path / "b", ctx)
+    (p,), (t,) = plain.utility, trig.utility
+    assert p.margin_meta is not None and t.margin_meta is not None
+    assert p.margin_meta["prompts"] == "the dataset's own"
+    assert t.margin_meta["prompts"] == "backdoor:trigger=ZQ-1,units=trigger"
+    assert t.refusal_margin != p.refusal_margin  # another prompt, another reading (not the memo's plain one)

@@ -5,7 +5,7 @@ first dataset's prompts against its reference's (``analysis.margin``)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:
     from safetydrift.analysis.margin import Margins
-    from safetydrift.types import ResolvedModel
+    from safetydrift.types import Item, ResolvedModel
 
 
 def utility_requests(exp: Experiment) -> list[EvalRequest]:
@@ -161,12 +161,13 @@ def _margins(exp: Experiment, rows: list[UtilityRow], ctx: Context) -> list[Util
     from safetydrift.analysis.margin import compare_margins
     from safetydrift.stats import holm
 
-    got, kls = _read_margins(exp, ctx)
+    got, kls, prompts = _read_margins(exp, ctx)
     by_name = {r.variant: r for r in rows}
     tests: dict[str, dict[str, Any]] = {}
     for name, m in got.items():
         v = exp.variant(name)
         meta: dict[str, Any] = {"engine": m.label, "floored": m.n_floored, "dataset": exp.datasets[0],
+                                "prompts": prompts or "the dataset's own",
                                 **{k: m.meta[k] for k in ("nonfinite", "template_mismatch", "ids_mismatch")
                                    if k in m.meta}}
         kl: dict[str, Any] = {}
@@ -206,7 +207,34 @@ def _retention(variant: Margins, reference: Margins, origin: Margins) -> dict[st
                            [origin.by_item[i] for i in ids])
 
 
-def _read_margins(exp: Experiment, ctx: Context) -> tuple[dict[str, Margins], dict[str, tuple[float | None, int]]]:
+def margin_prompts(exp: Experiment, items: Sequence[Item], ctx: Context) -> tuple[list[Item], str | None]:
+    """The prompts the refusal margin and KL_h are read on, and the attack they come from (None: the dataset's).
+
+    Why: R and KL_h must read the prompts the decision ASR was measured on. A backdoor fine-tune moves the
+    margin of the *triggered* request; read on the plain request, R says the fine-tune changed little. So when
+    the decision attack (the experiment's first) only rewrites the prompt and gives exactly one single-turn
+    conversation per item (``backdoor:units=trigger``, ``direct``), its prompts are used, with the items' ids.
+    Anything else (TAP's search, several templates per item, the clean-and-triggered pair) reads the dataset's
+    own prompts, as before."""
+    from safetydrift.attacks.base import PromptAttack
+    from safetydrift.runner import make_attack
+
+    attack = make_attack(exp.attacks[0], ctx) if exp.attacks else None
+    if not isinstance(attack, PromptAttack):
+        return list(items), None
+    out = []
+    for it in items:
+        convs = attack.conversations(it)
+        if len(convs) != 1 or len(convs[0][1]) != 1 or convs[0][1][0][0] != "user":
+            return list(items), None
+        out.append(replace(it, prompt=convs[0][1][0][1]))
+    if all(a.prompt == b.prompt for a, b in zip(out, items, strict=True)):
+        return list(items), None
+    return out, exp.attacks[0]
+
+
+def _read_margins(exp: Experiment, ctx: Context) -> tuple[dict[str, Margins], dict[str, tuple[float | None, int]],
+                                                          str | None]:
     """Each local variant's margins and its first-token KL to its reference on the harmful prompts (KL_h), one
     model in memory at a time, with a progress bar (and ETA) over prompts. Both are memoised (margins by model,
     KL_h by pair); a model is read only when its margins or a KL_h it takes part in are not in the memo."""
@@ -214,9 +242,13 @@ def _read_margins(exp: Experiment, ctx: Context) -> tuple[dict[str, Margins], di
     from safetydrift.datasets import load_dataset
 
     ds = load_dataset(exp.datasets[0], ctx)  # what the safety eval ran (a run sets no limit)
-    items = ds.items
+    items, prompts = margin_prompts(exp, ds.items, ctx)
     memo = _readings(ctx)
     settings = {"items": ds.sha256, "system_prompt": exp.gen.system_prompt, "device": ctx.device}
+    if prompts is not None:  # the decision attack's prompts: keyed by them (the dataset's key is unchanged)
+        from safetydrift.datasets.files import items_hash
+
+        settings.update(items=items_hash(items), prompts=prompts)
     resolved = {v.name: ctx.resolve(v.recipe) for v in exp.variants}
 
     def margin_key(name: str) -> dict[str, Any] | None:
@@ -257,7 +289,7 @@ def _read_margins(exp: Experiment, ctx: Context) -> tuple[dict[str, Margins], di
         kls[name] = (kl_h, kl_n)
         memo.put("kl_harmful", kl_key(name, ref), {"kl": kl_h, "n": kl_n})
     got = {**{n: m for n, m in cached.items() if n not in fresh}, **fresh}
-    return {v.name: got[v.name] for v in exp.variants if v.name in got}, kls
+    return {v.name: got[v.name] for v in exp.variants if v.name in got}, kls, prompts
 
 
 def _readings(ctx: Context) -> Readings:
