@@ -71,6 +71,8 @@ def plan(part: str | Path, keep: list[str], artifacts: Path, ctx: Context) -> li
     needed = {c for cfg in keep for r in _recipes(cfg) for c in _canonical_chain(r, ctx)}
     out = []
     for manifest in sorted(artifacts.glob("*/manifest.json")):
+        if manifest.parent.name.startswith("."):  # a build in progress (.build-*) or a removal (.trash-*)
+            continue
         try:
             recipe = json.loads(manifest.read_text(encoding="utf-8"))["recipe"]
             key = canon(recipe)
@@ -106,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(n for _, _, n in todo)
     print(f"{len(todo)} artifacts, {total / 1e9:.1f} GB" + ("" if a.delete else " (listed only: --delete removes them)"))
     if a.delete:
+        for left in artifacts.glob(".trash-*"):  # what an interrupted removal left behind
+            shutil.rmtree(left, ignore_errors=True)
         for d, _, _ in todo:
             trash = d.with_name(f".trash-{d.name}")  # out of the cache's namespace first: never half a variant
             d.rename(trash)

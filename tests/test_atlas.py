@@ -69,7 +69,8 @@ B_ASR = {"aligned": 0.0, "d2-s1-ft": 0.7, "d2-s1-bdi": 0.2, "d8rep-s1-ft": 0.92,
 def test_two_parts_make_one_map(tmp_path: Path) -> None:
     a = load_part(_part(tmp_path / "a", A, A_ASR, "part-a"))
     b = load_part(_part(tmp_path / "b", B, B_ASR, "part-b"))
-    spec, result, rows, cell, _ = combine([a, b])
+    m = combine([a, b])
+    spec, result, rows, cell = m.spec, m.result, m.rows, m.cell
     assert [d.label for d in spec.doses] == ["d2", "d8", "d8rep"] and spec.seeds == (0, 1)
     assert cell == CELL and [c for c, _ in spec.compress] == ["bdi", "scale"]
     assert sorted(r.evidence.name for r in rows) == sorted(n for n in [*A_ASR, *B_ASR] if n.count("-") == 2
@@ -87,21 +88,64 @@ def test_two_parts_make_one_map(tmp_path: Path) -> None:
     assert {r["name"]: r["part"] for r in table}["d8rep-s1-bdi"] == "part-b" and len(table) == len(rows)
 
 
-def test_doses_that_share_a_value_are_drawn_apart() -> None:
+def test_doses_that_share_a_value_are_drawn_apart_and_in_order() -> None:
     spec = parse_sweep(B | {"attack": [*B["attack"], {"dose": 1, "recipe": "finetune:n=10"}]})
     at = dose_positions(spec.doses)
-    assert at["d1"] == 1 and at["d2"] == 2 and at["d8rep"] == 8  # the first of a value keeps it
-    spec2 = parse_sweep(A | {"attack": [*A["attack"], {"dose": 8, "label": "d8rep", "recipe": "finetune:n=5"}]})
+    assert at["d1"] == 1 and at["d2"] == 2 and at["d8rep"] == 8  # a value of its own is kept
+    # the packaged parts' doses together: st3 = 3 steps, st4 and st4rep share 4, sgd doses share 1, 3 and 5
+    raw = [("st1", 1), ("sgd1", 1), ("st2", 2), ("st3", 3), ("sgd3", 3), ("st4", 4), ("st4rep", 4), ("sgd5", 5),
+           ("st20", 20)]
+    spec2 = parse_sweep(A | {"attack": [{"dose": v, "label": k, "recipe": f"finetune:n={10 + i}"}
+                                        for i, (k, v) in enumerate(raw)]})
     at2 = dose_positions(spec2.doses)
-    assert at2["d8"] == 8 and at2["d8rep"] > 8 and at2["d2"] == 2
+    assert len(set(at2.values())) == len(raw)  # nothing drawn on top of anything else
+    order = sorted(raw, key=lambda kv: at2[kv[0]])
+    assert [v for _, v in order] == sorted(v for _, v in raw)  # no dose passes a larger one
+
+
+def test_a_part_given_twice_or_a_cell_in_two_parts(tmp_path: Path) -> None:
+    a = load_part(_part(tmp_path / "a", A, A_ASR, "part-a"))
+    with pytest.raises(DataError, match="given twice"):
+        combine([a, load_part(tmp_path / "a")])
+    # a rerun of part A's first dose in another directory: its cells are A's, read from A (the first part)
+    rerun = load_part(_part(tmp_path / "a2", A | {"attack": A["attack"][:1]},
+                            {k: (0.5 if k == "d2-s0-bdi" else v) for k, v in A_ASR.items() if not k.startswith("d8")},
+                            "part-a-rerun"))
+    m = combine([a, rerun])
+    assert len(m.rows) == len(a.rows) and m.part_of["d2-s0-bdi"] == "part-a"
+    assert next(r for r in m.rows if r.evidence.name == "d2-s0-bdi").evidence.asr_x == 0.1
+    assert [x.variant for x in m.result.asr].count("d2-s0-bdi") == 1
+    with pytest.raises(DataError, match="part's own directory"):
+        render_map([a, rerun], tmp_path / "a")
+
+
+def test_other_utility_settings_drop_the_frontier_only(tmp_path: Path) -> None:
+    a = load_part(_part(tmp_path / "a", A, A_ASR, "part-a"))
+    b = _part(tmp_path / "b", B, B_ASR, "part-b")
+    doc = json.loads((b / "experiment.json").read_text())
+    doc["config"]["utility"] = {"mc": 200}
+    (b / "experiment.json").write_text(json.dumps(doc))
+    m = combine([a, load_part(b)])
+    assert m.utility_differs == ("part-b",)
+    html = render_map([a, load_part(b)], tmp_path / "map").read_text()
+    assert "utility settings differ" in html and html.count("data:image/png;base64,") == 2
 
 
 @pytest.mark.parametrize(("change", "match"), [
     ({"base": "tiny-random>align"}, "another base"),
     ({"attack": [{"dose": 2, "recipe": "finetune:n=30"}]}, "dose 'd2' means one thing"),
+    ({}, "another generation"),
 ])
 def test_parts_that_measure_different_things_are_refused(tmp_path: Path, change: dict[str, Any], match: str) -> None:
     a = load_part(_part(tmp_path / "a", A, A_ASR, "part-a"))
+    if match == "another generation":  # a setting outside the sweep: block
+        c = _part(tmp_path / "c", A, A_ASR, "part-c")
+        doc = json.loads((c / "experiment.json").read_text())
+        doc["config"]["generation"] = {"max_new_tokens": 64}
+        (c / "experiment.json").write_text(json.dumps(doc))
+        with pytest.raises(DataError, match=match):
+            combine([a, load_part(c)])
+        return
     raw = A | change
     asr = {k: v for k, v in A_ASR.items() if k == "aligned" or k.startswith("d2-")}
     c = load_part(_part(tmp_path / "c", raw | {"seeds": [3]}, {k.replace("-s0-", "-s3-"): v for k, v in asr.items()},

@@ -45,6 +45,8 @@ def test_only_the_parts_own_unneeded_artifacts_go(tmp_path: Path) -> None:
     bd = _artifact(art, "bd", FT + ">bitdelta:heal=false")
     kept_by_other = _artifact(art, "shared", FT + ">bitdelta")
     stranger = _artifact(art, "stranger", "tiny-random>finetune:data=benign,n=10")
+    building = _artifact(art, ".build-abc-p1-x", FT + ">bitdelta:heal=false")  # a build in progress
+    old_trash = _artifact(art, ".trash-old", FT)  # an interrupted removal
     broken = art / "broken"
     broken.mkdir()
     (broken / "manifest.json").write_text("{not json")
@@ -59,8 +61,8 @@ def test_only_the_parts_own_unneeded_artifacts_go(tmp_path: Path) -> None:
 
     assert mod.main([str(part), "--keep", str(other), "--cache", str(cache), "--delete"]) == 0
     assert not bd.exists()
-    assert ft.exists() and kept_by_other.exists() and stranger.exists() and broken.exists()
-    assert not list(art.glob(".trash-*"))
+    assert ft.exists() and kept_by_other.exists() and stranger.exists() and broken.exists() and building.exists()
+    assert not old_trash.exists() and not list(art.glob(".trash-*"))
 
 
 def test_a_missing_part_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     from safetydrift.report.atlas import combine, load_part, render_map
 
-    parts = [load_part(Path(d)) for d in args.parts]  # every part read before anything is written
+    parts = [load_part(Path(d)) for d in args.parts]  # every part read and checked before anything is written
     combine(parts)
     page = render_map(parts, Path(args.out))
     if not args.quiet:

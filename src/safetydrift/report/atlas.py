@@ -34,7 +34,7 @@ from safetydrift.report.sweep import CSV_COLUMNS, _csv_row, _fmt_cells, fig_asr_
 from safetydrift.report.tables import write_csv
 from safetydrift.store import atomic_write_text
 
-__all__ = ["Part", "combine", "load_part", "render_map"]
+__all__ = ["Combined", "Part", "combine", "load_part", "render_map"]
 
 Cell = tuple[str, str, str]
 
@@ -114,16 +114,40 @@ def _union(items: Sequence[tuple[str, Any]], what: str, where: Sequence[str]) ->
     return [(k, v) for k, (v, _) in seen.items()]
 
 
-def combine(parts: Sequence[Part]) -> tuple[Any, ExperimentResult, list[SweepRow], Cell, Rules]:
-    """The union of the parts as one sweep spec, one result (for the figures) and one list of rows."""
+# what every part must share besides its sweep: block and name (the rest of the YAML); `utility` may differ
+# (e.g. 100 or 200 multiple-choice items), and then the frontier, which plots utility across parts, is left out
+SHARED_SETTINGS = ("generation", "datasets", "attacks", "judges", "backend")
+
+
+@dataclass(frozen=True)
+class Combined:
+    """The union of several parts, as one sweep spec and one result (for the figures), one list of rows, and
+    for every cell the part whose reading it is."""
+
+    spec: Any
+    result: ExperimentResult
+    rows: list[SweepRow]
+    cell: Cell
+    rules: Rules
+    part_of: dict[str, str]  # cell name → the part it was read from
+    utility_differs: tuple[str, ...]  # the parts whose `utility:` settings differ from the first's (empty: none)
+
+
+def combine(parts: Sequence[Part]) -> Combined:
+    """The parts as one map; a DataError (one line) when they do not measure the same thing."""
     from safetydrift.experiments.sweep import Dose
 
     if not parts:
         raise DataError("map: no parts given")
+    outs = [p.out.resolve() for p in parts]
+    if len(set(outs)) < len(outs):
+        raise DataError("map: a part is given twice (its cells would count twice)")
     first = parts[0]
     for p in parts[1:]:
         for what, a, b in (("base", first.spec.base, p.spec.base), ("decision cell", first.cell, p.cell),
-                           ("decision rules", first.rules, p.rules)):
+                           ("decision rules", first.rules, p.rules),
+                           *((k, (first.result.config or {}).get(k), (p.result.config or {}).get(k))
+                             for k in SHARED_SETTINGS)):
             if a != b:
                 raise DataError(f"map: {p.out} has another {what} than {first.out} ({b} vs {a}): parts of one map "
                                 "measure the same thing")
@@ -135,24 +159,26 @@ def combine(parts: Sequence[Part]) -> tuple[Any, ExperimentResult, list[SweepRow
     spec = replace(first.spec, doses=tuple(sorted((Dose(k, v[0], v[1]) for k, v in doses),
                                                   key=lambda d: (d.value, d.label))),
                    compress=tuple(comps), seeds=tuple(seeds))
-    variants = _union([(v.name, v.recipe) for p in parts for v in p.result.variants], "cell",
-                      [str(p.out) for p in parts for _ in p.result.variants])
-    keep = {name for name, _ in variants}
-    owner: dict[str, Path] = {}
-    for p in parts:
+    _union([(v.name, v.recipe) for p in parts for v in p.result.variants], "cell",
+           [str(p.out) for p in parts for _ in p.result.variants])
+    owner: dict[str, int] = {}  # cell name → index of the first part that has it (its reading is used)
+    for i, p in enumerate(parts):
         for v in p.result.variants:
-            owner.setdefault(v.name, p.out)
+            owner.setdefault(v.name, i)
 
-    def mine(p: Part, name: str) -> bool:
-        return name in keep and owner.get(name) == p.out
+    def mine(i: int, name: str) -> bool:
+        return owner.get(name) == i
 
     result = ExperimentResult(
         name="free-lunch map (" + ", ".join(p.name for p in parts) + ")",
-        variants=tuple(v for p in parts for v in p.result.variants if mine(p, v.name)),
-        asr=tuple(a for p in parts for a in p.result.asr if mine(p, a.variant)),
-        utility=tuple(u for p in parts for u in p.result.utility if mine(p, u.variant)))
-    rows = [r for p in parts for r in p.rows if owner.get(r.evidence.name) == p.out]
-    return spec, result, rows, first.cell, first.rules
+        variants=tuple(v for i, p in enumerate(parts) for v in p.result.variants if mine(i, v.name)),
+        asr=tuple(a for i, p in enumerate(parts) for a in p.result.asr if mine(i, a.variant)),
+        utility=tuple(u for i, p in enumerate(parts) for u in p.result.utility if mine(i, u.variant)))
+    rows = [r for i, p in enumerate(parts) for r in p.rows if mine(i, r.evidence.name)]
+    util0 = (first.result.config or {}).get("utility")
+    differs = tuple(p.name for p in parts[1:] if (p.result.config or {}).get("utility") != util0)
+    return Combined(spec, result, rows, first.cell, first.rules, {n: parts[i].name for n, i in owner.items()},
+                    differs)
 
 
 PAGE = """<!doctype html>
@@ -166,7 +192,11 @@ img{max-width:100%}figcaption{font-size:12px;color:#555}</style></head><body>
 <h1>{{ title }}</h1>
 <p>Decision judge <b>{{ judge }}</b> on {{ dataset }} · {{ attack }}; base <code>{{ base }}</code>. This page
 reads the parts' finished outputs and re-tests nothing: each cell keeps the verdict, R and Holm p of its own
-part, and <b>Holm was applied within each part</b> (one family per part), not over this union.</p>
+part, and <b>Holm was applied within each part</b> (one family per part), not over this union. Where two parts
+have the same cell (the aligned base), the first part's reading is used.
+{% if utility_differs %}<b>The utility settings differ</b> between parts ({{ utility_differs }} against the
+first): each cell's utility loss is against its own fine-tune, but the safety–utility frontier, which puts
+utility from every part on one axis, is left out.{% endif %}</p>
 <h2>Parts</h2><table><tr><th class="l">part</th><th class="l">output</th><th>cells</th><th>doses</th>
 <th>seeds</th><th class="l">lines part at</th></tr>
 {% for p in parts %}<tr><td class="l">{{ p.name }}</td><td class="l"><code>{{ p.out }}</code></td><td>{{ p.cells }}</td>
@@ -204,26 +234,30 @@ def _summary(spec: Any, rows: Sequence[SweepRow]) -> list[tuple[str, list[str]]]
 
 
 def render_map(parts: Sequence[Part], out_dir: Path) -> Path:
-    """Write out_dir/map.html, figures/sweep_*.png and tables/map_cells.csv; returns the page's path."""
-    spec, result, rows, cell, rules = combine(parts)
+    """Write out_dir/map.html, figures/sweep_*.png and tables/map_cells.csv; returns the page's path. The
+    output directory may not be one of the parts' (their own figures have the same names)."""
+    m = combine(parts)
     out_dir = Path(out_dir)
+    if out_dir.resolve() in {p.out.resolve() for p in parts}:
+        raise DataError(f"map: --out {out_dir} is a part's own directory: write the map elsewhere")
     out_dir.mkdir(parents=True, exist_ok=True)
     F = FigureSet(out_dir)
-    fig_asr_dose(spec, result, cell, F)
-    fig_r_dose(spec, rows, F)
-    fig_frontier(spec, result, cell, F)
-    part_of = {r.evidence.name: p.name for p in parts for r in p.rows}
+    fig_asr_dose(m.spec, m.result, m.cell, F)
+    fig_r_dose(m.spec, m.rows, F)
+    if not m.utility_differs:  # utility read on other items or settings is not one axis
+        fig_frontier(m.spec, m.result, m.cell, F)
     write_csv(out_dir / "tables" / "map_cells.csv", ("part", *CSV_COLUMNS),
-              [{"part": part_of[r.evidence.name], **_csv_row(r)} for r in rows])
-    head, cells = _fmt_cells(rows)
-    for r, c in zip(rows, cells, strict=True):
-        c["part"] = part_of[r.evidence.name]
+              [{"part": m.part_of[r.evidence.name], **_csv_row(r)} for r in m.rows])
+    head, cells = _fmt_cells(m.rows)
+    for r, c in zip(m.rows, cells, strict=True):
+        c["part"] = m.part_of[r.evidence.name]
     info = [{"name": p.name, "out": str(p.out), "cells": len(p.rows), "doses": ", ".join(d.label for d in p.spec.doses),
              "seeds": ", ".join(str(s) for s in p.spec.seeds), "parting": p.parting or MISSING} for p in parts]
     html = environment().from_string(PAGE).render(
-        title="The free-lunch map", judge=cell[2], dataset=cell[0], attack=cell[1], base=spec.base, parts=info,
-        rules=rules.text(), doses=[d.label for d in spec.doses], summary=_summary(spec, rows),
-        figures=F.of("sweep"), head=head, cells=cells, nonce=secrets.token_urlsafe(8))
+        title="The free-lunch map", judge=m.cell[2], dataset=m.cell[0], attack=m.cell[1], base=m.spec.base,
+        parts=info, rules=m.rules.text(), doses=[d.label for d in m.spec.doses], summary=_summary(m.spec, m.rows),
+        figures=F.of("sweep"), head=head, cells=cells, utility_differs=", ".join(m.utility_differs),
+        nonce=secrets.token_urlsafe(8))
     page = out_dir / "map.html"
     atomic_write_text(page, html)
     return page

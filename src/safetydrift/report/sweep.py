@@ -94,24 +94,34 @@ def _dodge(x: float, k: int, n: int, values: list[float]) -> float:
     return x + step * ((max(values) - min(values)) or 1.0)
 
 
-def dose_positions(doses: Sequence[Any], spread: float = 0.16) -> dict[str, float]:
+def dose_positions(doses: Sequence[Any], share: float = 0.4) -> dict[str, float]:
     """Where each dose label is drawn: at its value, except that doses sharing a value (4 distinct steps and 4
-    repeated steps) are set apart, each later one ``spread`` of the axis further right (more than the lines'
-    own dodge), so neither hides the other and R is never averaged across them."""
-    values = [d.value for d in doses]
+    repeated steps) are set apart, within ``share`` of the gap to the next larger value (on the axis's own
+    scale), so neither hides the other, no dose passes its neighbour, and R is never averaged across them. The
+    first of a value in the given order keeps it."""
+    values = sorted({d.value for d in doses})
     log = _log_doses(values)
-    width = (math.log10(max(values) / min(values)) if log else (max(values) - min(values))) if values else 0.0
-    out: dict[str, float] = {}
-    seen: Counter[float] = Counter()
+
+    def axis(v: float) -> float:
+        return math.log10(v) if log else v
+
+    gaps = {v: axis(values[i + 1]) - axis(v) for i, v in enumerate(values[:-1])}
+    fallback = min(gaps.values()) if gaps else 1.0
+    group: dict[float, list[str]] = defaultdict(list)
     for d in doses:
-        k, seen[d.value] = seen[d.value], seen[d.value] + 1
-        step = k * spread * (width or 1.0)
-        out[d.label] = d.value * 10 ** step if log else d.value + step
+        group[d.value].append(d.label)
+    out: dict[str, float] = {}
+    for v, labels in group.items():
+        step = share * gaps.get(v, fallback) / max(1, len(labels) - 1)
+        for k, label in enumerate(labels):
+            x = axis(v) + k * step
+            out[label] = 10 ** x if log else x
     return out
 
 
-def _dose_axis(ax: Any, values: list[float], labels: list[str]) -> None:
-    if _log_doses(values):
+def _dose_axis(ax: Any, values: list[float], labels: list[str], log: bool | None = None) -> None:
+    """Ticks at ``values`` (drawn positions), on a log axis when the doses themselves span a decade."""
+    if _log_doses(values) if log is None else log:
         ax.set_xscale("log")
     ax.set_xticks(values, labels, fontsize=8)
     ax.minorticks_off()
@@ -151,7 +161,7 @@ def fig_asr_dose(spec: Any, result: ExperimentResult, cell: Cell, F: FigureSet) 
             if px:
                 ax.errorbar(px, py, yerr=[lo, hi], marker="o", ms=4, capsize=3, lw=1.8 if comp is None else 1.2,
                             color="black" if comp is None else f"C{li % 10}", label=label)
-        _dose_axis(ax, xs, [d.label for d in spec.doses])
+        _dose_axis(ax, xs, [d.label for d in spec.doses], _log_doses([d.value for d in spec.doses]))
         ax.set_ylim(-0.03, 1.05)
         ax.set_ylabel("ASR")
         ax.set_title(f"judge {judge}", fontsize=10)
@@ -184,7 +194,8 @@ def fig_r_dose(spec: Any, rows: Sequence[SweepRow], F: FigureSet) -> None:
             ax.scatter([x] * len(pts[label][x]), pts[label][x], s=10, color=color, alpha=0.4)
     ax.axhline(1.0, color="black", lw=1, label="fine-tune (R = 1)")
     ax.axhline(0.0, color="#555", ls="--", lw=1, label=f"{spec.base_name} (R = 0)")
-    _dose_axis(ax, [at[d.label] for d in spec.doses], [d.label for d in spec.doses])
+    _dose_axis(ax, [at[d.label] for d in spec.doses], [d.label for d in spec.doses],
+               _log_doses([d.value for d in spec.doses]))
     ax.set_ylabel("R (refusal-margin retention)")
     ax.legend(fontsize=7)
     F.save(fig, "sweep_r_dose", "R against dose",
