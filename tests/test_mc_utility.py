@@ -131,12 +131,14 @@ def test_tiny_random_matches_a_hand_computation_at_any_batch_size(ctx: Context, 
     from safetydrift.backends.transformers_backend import load_hf, render_chat
 
     m = ctx.resolve("tiny-random")
-    one = score_mc(m, ITEMS, fmt=fmt, system_prompt="Be brief.", batch_size=1)
-    many = score_mc(m, ITEMS, fmt=fmt, system_prompt="Be brief.", batch_size=7)  # left padding inside a batch
+    one = score_mc(m, ITEMS, fmt=fmt, system_prompt="Be brief.", batch_size=1, shared_prefix=False)
+    many = score_mc(m, ITEMS, fmt=fmt, system_prompt="Be brief.", batch_size=7, shared_prefix=False)  # left padding
+    shared = score_mc(m, ITEMS, fmt=fmt, system_prompt="Be brief.")  # each context once, its cache per choice
     assert one.engine == "transformers" and one.fmt == fmt
+    assert shared.meta["shared_prefix"] and not one.meta["shared_prefix"]
     model, tok = load_hf(m.path)
-    for it, a, b in zip(ITEMS, one.lls, many.lls, strict=True):
-        assert a == pytest.approx(b, abs=1e-3)
+    for it, a, b, c in zip(ITEMS, one.lls, many.lls, shared.lls, strict=True):
+        assert a == pytest.approx(b, abs=1e-3) and c == pytest.approx(a, abs=1e-4)
         for c, ll in zip(it.choices, a, strict=True):  # unpadded, full logits, by hand
             if fmt == "plain":
                 context, cont = f"Question: {it.question}\nAnswer:", f" {c}"

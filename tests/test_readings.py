@@ -31,6 +31,27 @@ def test_roundtrip_and_what_is_never_memoised(tmp_path: Path) -> None:
     assert memo.get("mc", key) is None
 
 
+def test_each_kind_is_keyed_by_its_own_readers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change to the MC engine is a new MC key and leaves the margins memo valid (and the other way round)."""
+    from safetydrift.experiments import readings
+
+    key = {"model": {"kind": "hf", "weights": "abc"}}
+    memo = Readings(tmp_path)
+    memo.put("mc", key, {"x": 1})
+    memo.put("margins", key, {"y": 2})
+    real = readings._code
+
+    def edited(kind: str) -> str:  # as if analysis/mc.py had changed
+        return real(kind) + ("-edited" if "analysis/mc.py" in readings._READERS.get(kind, ()) else "")
+
+    monkeypatch.setattr(readings, "_code", edited)
+    after = Readings(tmp_path)
+    assert after.get("mc", key) is None
+    assert after.get("margins", key) == {"y": 2}
+    assert readings._code("margins") != readings._code("mc")
+    assert set(readings._READERS) == {"mc", "ppl_kl", "margins", "kl_harmful"}
+
+
 def test_model_key_needs_a_weights_hash() -> None:
     assert model_key(ResolvedModel(spec="x", kind="hf", path=Path("x"), weights_sha256=None)) is None
     assert model_key(ResolvedModel(spec="x", kind="hf", path=Path("x"), weights_sha256="ab")) == {

@@ -21,8 +21,9 @@ Formats (``FORMATS``):
   higher on all 698 items (74.5% vs 69.5% and 73.2% vs 69.1%, ``datasets/data/mc_utility.md``), so it is the
   default; both are far above chance.
 
-Engines, by the resolved model's kind: ``hf`` through transformers (left-padded batches sorted by length, the
-output layer on the continuation's rows only, ``hf_tail_logits``); ``gguf`` through llama.cpp as served (``metrics.LlamaCppScorer``, its own tokenizer and
+Engines, by the resolved model's kind: ``hf`` through transformers (each item's context run once, its key/value
+cache copied to every choice, ``hf_prefix_scorer``; or full sequences in left-padded batches sorted by length,
+the output layer on the continuation's rows only, ``hf_tail_logits``); ``gguf`` through llama.cpp as served (``metrics.LlamaCppScorer``, its own tokenizer and
 chat template). A guarded variant is scored on its inner model (a guard leaves the logits alone); an endpoint
 has no logits (:class:`UnsupportedError`).
 """
@@ -229,8 +230,62 @@ def hf_tail_logits(model: Any, pad_id: int) -> Logits:
     return run
 
 
+Prefix = Callable[[list[int], list[list[int]]], list[float]]  # (context, continuations) → ll of each
+
+
+def hf_prefix_scorer(model: Any, pad_id: int) -> Prefix:
+    """ll of each continuation after one shared context, the context run once: every choice of an item has the
+    same context ids (``encode_pair``), so its key/value cache is computed for all but the last context token
+    and copied to each continuation, which then runs (after that last token) in one right-padded batch, the
+    output layer on those rows only. The same sums as ``hf_tail_logits`` gives for full sequences, for about a
+    quarter of the work on four choices. Right padding needs no mask: a real token never attends to a later one."""
+    import inspect
+
+    import torch
+
+    params = inspect.signature(model.forward).parameters
+    can_keep = "logits_to_keep" in params
+    cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers ≥ 5.2x renamed it
+    device = next(model.parameters()).device
+
+    def run(ctx: list[int], conts: list[list[int]]) -> list[float]:
+        with torch.no_grad():
+            cache = None
+            if len(ctx) > 1:
+                kw: dict[str, Any] = {"logits_to_keep": 1} if can_keep else {}
+                out = model(input_ids=torch.tensor([ctx[:-1]], device=device), use_cache=True, **kw)
+                cache = out["cache"] if "cache" in out else out["past_key_values"]
+                cache.batch_repeat_interleave(len(conts))
+            width = 1 + max(len(c) for c in conts)
+            ids = torch.tensor([[ctx[-1], *c] + [pad_id] * (width - 1 - len(c)) for c in conts], device=device)
+            pos = torch.arange(len(ctx) - 1, len(ctx) - 1 + width, device=device).expand(len(conts), -1)
+            z = model(input_ids=ids, position_ids=pos, use_cache=cache is not None, **{cache_arg: cache}).logits
+        z = z.float().cpu()
+        return [continuation_loglik([ctx[-1], *c], len(c), z[i, : 1 + len(c)]) for i, c in enumerate(conts)]
+
+    return run
+
+
+def prefix_loglikelihoods(prefix: Prefix, logits: Logits, reqs: Sequence[tuple[list[int], list[int]]],
+                          per_item: Sequence[int], progress: Progress | None = None) -> list[float]:
+    """ll of every request, item by item through ``prefix`` (one context, its choices); an item whose choices
+    do not share their context ids (never, with ``encode_pair``) is read as full sequences instead."""
+    out: list[float] = []
+    k = 0
+    for done, m in enumerate(per_item, 1):
+        group = list(reqs[k : k + m])
+        k += m
+        if all(ctx == group[0][0] for ctx, _ in group):
+            out.extend(prefix(list(group[0][0]), [list(c) for _, c in group]))
+        else:
+            out.extend(loglikelihoods(logits, group))
+        if progress is not None:
+            progress(done)
+    return out
+
+
 def _hf(resolved: ResolvedModel, fmt: str, system_prompt: str | None,
-        device: str | None) -> tuple[Logits, Encode, Callable[[str], str], Callable[[], None]]:
+        device: str | None) -> tuple[Logits, Encode, Callable[[str], str], Callable[[], None], Prefix | None]:
     from safetydrift.backends.transformers_backend import load_hf, render_chat
 
     assert resolved.path is not None
@@ -243,11 +298,12 @@ def _hf(resolved: ResolvedModel, fmt: str, system_prompt: str | None,
     def render(prompt: str) -> str:
         return render_chat(tok, [{"role": "user", "content": prompt}], system_prompt)
 
-    return hf_tail_logits(model, int(tok.pad_token_id or 0)), encode, render, lambda: None
+    pad = int(tok.pad_token_id or 0)
+    return hf_tail_logits(model, pad), encode, render, lambda: None, hf_prefix_scorer(model, pad)
 
 
 def _gguf(resolved: ResolvedModel, fmt: str, system_prompt: str | None,
-          device: str | None) -> tuple[Logits, Encode, Callable[[str], str], Callable[[], None]]:
+          device: str | None) -> tuple[Logits, Encode, Callable[[str], str], Callable[[], None], Prefix | None]:
     from safetydrift.analysis.metrics import LlamaCppScorer
     from safetydrift.types import with_system_prompt
 
@@ -262,22 +318,25 @@ def _gguf(resolved: ResolvedModel, fmt: str, system_prompt: str | None,
     def logits(seqs: list[list[int]], keep: int) -> list[Any]:
         return [z[-keep:] for z in scorer.logits(seqs)]
 
-    return logits, encode, render, scorer.close
+    return logits, encode, render, scorer.close, None
 
 
 ENGINES = {"hf": ("transformers", _hf), "gguf": ("llama.cpp", _gguf)}
 
 
 def score_mc(resolved: ResolvedModel, items: Sequence[McItem], *, fmt: str = "plain", system_prompt: str | None = None,
-             device: str | None = None, batch_size: int = 16, progress: Progress | None = None) -> McResult:
-    """Every choice's log-likelihood under one model, loaded once and released after."""
+             device: str | None = None, batch_size: int = 16, progress: Progress | None = None,
+             shared_prefix: bool = True) -> McResult:
+    """Every choice's log-likelihood under one model, loaded once and released after; through transformers
+    each item's context runs once for all its choices (``shared_prefix=False``: every choice as a full
+    sequence, in length-sorted batches, as before)."""
     if resolved.kind not in ENGINES or resolved.path is None:
         raise UnsupportedError(f"multiple choice needs next-token logits; a {resolved.kind} model has none")
     if not items:
         raise SafetyDriftError("multiple choice: no items")
     label, engine = ENGINES[resolved.kind]
     t0, cpu0 = time.perf_counter(), time.process_time()
-    logits, encode, render, close = engine(resolved, fmt, system_prompt, device)
+    logits, encode, render, close, prefix = engine(resolved, fmt, system_prompt, device)
     try:
         reqs = requests(items, fmt, encode, render)
         per_item = [len(it.choices) for it in items]
@@ -286,7 +345,10 @@ def score_mc(resolved: ResolvedModel, items: Sequence[McItem], *, fmt: str = "pl
             if progress is not None:
                 progress(min(len(items), k * len(items) // max(1, len(reqs))))
 
-        flat = loglikelihoods(logits, reqs, batch_size, seqs_done)
+        if prefix is not None and shared_prefix:
+            flat = prefix_loglikelihoods(prefix, logits, reqs, per_item, progress)
+        else:
+            flat = loglikelihoods(logits, reqs, batch_size, seqs_done)
     finally:
         close()
         gc.collect()
@@ -295,5 +357,6 @@ def score_mc(resolved: ResolvedModel, items: Sequence[McItem], *, fmt: str = "pl
         lls.append(tuple(flat[k : k + m]))
         k += m
     meta = {"unguarded": bool(resolved.wrappers), "sequences": len(reqs),
+            "shared_prefix": prefix is not None and shared_prefix,
             "tokens": sum(len(a) + len(b) for a, b in reqs), "cpu_seconds": round(time.process_time() - cpu0, 1)}
     return McResult(tuple(items), tuple(lls), label, fmt, time.perf_counter() - t0, meta)

@@ -24,10 +24,17 @@ if TYPE_CHECKING:
 
 FORMAT = 1
 _LIBS = ("torch", "transformers", "tokenizers", "jinja2", "llama_cpp_python", "numpy")
-# the code that turns a model into a reading: a change to any of these (token sets, templates, batching) is a
-# new key, with no version to bump by hand
-_READERS = ("analysis/mc.py", "analysis/margin.py", "analysis/metrics.py", "analysis/logitlens.py",
-            "backends/transformers_backend.py", "llamacpp/model.py")
+# the code that turns a model into each kind of reading: a change to any of these (token sets, templates,
+# batching) is a new key for that kind only, with no version to bump by hand (a faster MC engine does not
+# invalidate the margins); a kind not listed is keyed by all of them
+_ENGINES = ("backends/transformers_backend.py", "llamacpp/model.py")
+_READERS: dict[str, tuple[str, ...]] = {
+    "mc": ("analysis/mc.py", "analysis/metrics.py", *_ENGINES),
+    "ppl_kl": ("analysis/metrics.py", *_ENGINES),
+    "margins": ("analysis/margin.py", "analysis/logitlens.py", *_ENGINES),
+    "kl_harmful": ("analysis/margin.py", "analysis/logitlens.py", *_ENGINES),
+}
+_ALL_READERS = tuple(sorted({f for files in _READERS.values() for f in files}))
 # what else in an HF checkpoint directory decides a reading besides the weights: tokenizer, chat template, config
 _HF_SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                   "special_tokens_map.json", "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt",
@@ -44,11 +51,12 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
-def _code() -> str:
+def _code(kind: str) -> str:
     from safetydrift.hashing import sha256_bytes
 
     root = Path(__file__).resolve().parents[1]
-    return sha256_bytes(b"".join((root / f).read_bytes() for f in _READERS if (root / f).exists()))
+    files = _READERS.get(kind, _ALL_READERS)
+    return sha256_bytes(b"".join((root / f).read_bytes() for f in files if (root / f).exists()))
 
 
 def model_key(model: ResolvedModel | None) -> dict[str, Any] | None:
@@ -73,7 +81,7 @@ class Readings:
     def __init__(self, root: Path | None) -> None:
         self.root = root
         self._versions = _versions()
-        self._code = _code()
+        self._code: dict[str, str] = {}
 
     def _path(self, kind: str, material: dict[str, Any]) -> Path | None:
         if self.root is None:
@@ -81,7 +89,9 @@ class Readings:
         return self.root / kind / f"{sha256_json(self._material(kind, material))}.json"
 
     def _material(self, kind: str, material: dict[str, Any]) -> dict[str, Any]:
-        return {"format": FORMAT, "kind": kind, "libs": self._versions, "code": self._code, **material}
+        if kind not in self._code:
+            self._code[kind] = _code(kind)
+        return {"format": FORMAT, "kind": kind, "libs": self._versions, "code": self._code[kind], **material}
 
     def get(self, kind: str, material: dict[str, Any] | None) -> dict[str, Any] | None:
         path = None if material is None else self._path(kind, material)
