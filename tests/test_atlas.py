@@ -171,3 +171,41 @@ def test_a_missing_or_broken_part_is_one_line_and_nothing_is_written(tmp_path: P
         assert not (tmp_path / "out").exists()
     assert main(["--quiet", "map", str(good), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "map.html").is_file()
+
+
+def _archive_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("archive_part", Path(__file__).parents[1] / "scripts" / "archive_part.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_an_archived_part_draws_the_same_map_and_a_broken_one_leaves_nothing(tmp_path: Path) -> None:
+    """scripts/archive_part.py keeps what `map` reads; the map drawn from the archive is the map of the run."""
+    from safetydrift.cli import main
+
+    mod = _archive_module()
+    out = _part(tmp_path / "run", A, A_ASR, "part-a")
+    (out / "sweep").mkdir()
+    (out / "sweep" / "runs.jsonl").write_text('{"phase": "x"}\n')
+    (out / "sweep" / "cells.jsonl").write_text('{"cell": "aligned", "seconds": 1.0}\n')
+    (out / "tables").mkdir()
+    (out / "tables" / "sweep_cells.csv").write_text("a,b\n1,2\n")
+    (out / "results.jsonl").write_text("answers stay out of the archive\n")
+    kept = mod.archive(out, tmp_path / "parts")
+    assert kept == tmp_path / "parts" / "part-a"
+    assert sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file()) == [
+        "experiment.json", "sweep.json", "sweep/cells.jsonl", "sweep/runs.jsonl", "tables/sweep_cells.csv"]
+    assert [r.to_json() for r in load_part(kept).rows] == [r.to_json() for r in load_part(out).rows]
+    assert main(["--quiet", "map", str(kept), "--out", str(tmp_path / "m1")]) == 0
+    assert main(["--quiet", "map", str(out), "--out", str(tmp_path / "m2")]) == 0
+    assert (tmp_path / "m1" / "tables" / "map_cells.csv").read_text() == (
+        tmp_path / "m2" / "tables" / "map_cells.csv").read_text()
+    # a part without its ledger is refused and leaves no directory, not even a hidden one
+    (out / "sweep" / "runs.jsonl").unlink()
+    with pytest.raises(DataError, match="runs.jsonl"):
+        mod.archive(out, tmp_path / "parts2")
+    assert not any((tmp_path / "parts2").iterdir())

@@ -1,0 +1,74 @@
+"""Keep a finished free-lunch part's readings in the repository: the files ``safetydrift map`` and
+``benchmarks/sweep.py --report-only`` read, without the answers or the models.
+
+Why: a part takes up to two hours of this machine, and its output directory (answers, built variants, readings
+memo) lives outside the repository; when a machine is replaced it is gone, and with it the map. The archive is
+small (the cells' verdicts and evidence, the experiment result, the run ledger and the tables: ~1 MB), so the
+map can be redrawn from a clean checkout (``safetydrift map docs/free-lunch/parts/* --out …``) and every
+figure on ``docs/free-lunch.md`` traced to a file. It cannot be re-judged or re-read: that needs the part's
+output directory (or a re-run).
+
+    python scripts/archive_part.py out/free-lunch-qwen docs/free-lunch/parts
+
+Writes ``DEST/<part name>/`` (``experiment.json``, ``sweep.json``, ``sweep/runs.jsonl``, ``sweep/cells.jsonl``,
+``tables/*.csv``), first into a hidden sibling that is renamed into place only after ``load_part`` has read it
+back, so a failed copy leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+FILES = ("experiment.json", "sweep.json", "sweep/runs.jsonl", "sweep/cells.jsonl")
+
+
+def archive(out: Path, dest: Path) -> Path:
+    """Copy a finished part's readings from ``out`` to ``dest/<name>``; returns that directory."""
+    from safetydrift.errors import DataError
+    from safetydrift.report.atlas import load_part
+
+    part = load_part(out)  # refuses an unfinished or broken part before anything is written
+    final = dest / part.name
+    tmp = dest / f".archive-{part.name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        for f in FILES:
+            if not (out / f).is_file():
+                raise DataError(f"{out / f}: missing (is this a finished `safetydrift sweep` output?)")
+            (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(out / f, tmp / f)
+        for csv in sorted((out / "tables").glob("*.csv")):
+            (tmp / "tables").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(csv, tmp / "tables" / csv.name)
+        back = load_part(tmp)
+        if [r.to_json() for r in back.rows] != [r.to_json() for r in part.rows]:
+            raise DataError(f"{tmp}: the copy does not read back as the part")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return final
+
+
+def main() -> None:
+    from safetydrift.errors import SafetyDriftError
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, help="a finished part's output directory (safetydrift sweep --out)")
+    ap.add_argument("dest", type=Path, help="where parts are kept, e.g. docs/free-lunch/parts")
+    a = ap.parse_args()
+    try:
+        print(f"archived {a.out} → {archive(a.out, a.dest)}")
+    except SafetyDriftError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
