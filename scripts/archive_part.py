@@ -26,33 +26,43 @@ FILES = ("experiment.json", "sweep.json", "sweep/runs.jsonl", "sweep/cells.jsonl
 
 
 def archive(out: Path, dest: Path) -> Path:
-    """Copy a finished part's readings from ``out`` to ``dest/<name>``; returns that directory."""
+    """Copy a finished part's readings from ``out`` to ``dest/<name>``; returns that directory. An archive of the
+    same part is replaced only once the new copy has been checked."""
+    import filecmp
+
     from safetydrift.errors import DataError
     from safetydrift.report.atlas import load_part
 
     part = load_part(out)  # refuses an unfinished or broken part before anything is written
-    final = dest / part.name
-    tmp = dest / f".archive-{part.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    if not part.name or part.name.startswith(".") or "/" in part.name or "\\" in part.name:
+        raise DataError(f"{out / 'sweep.json'}: the part's name {part.name!r} cannot name a directory")
+    missing = [f for f in FILES if not (out / f).is_file()]
+    if missing:
+        raise DataError(f"{out / missing[0]}: missing (is this a finished `safetydrift sweep` output?)")
+    final, tmp, old = dest / part.name, dest / f".archive-{part.name}", dest / f".old-{part.name}"
+    for leftover in (tmp, old):  # an interrupted earlier archive
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    copied = [*FILES, *(f"tables/{c.name}" for c in sorted((out / "tables").glob("*.csv")))]
     try:
-        for f in FILES:
-            if not (out / f).is_file():
-                raise DataError(f"{out / f}: missing (is this a finished `safetydrift sweep` output?)")
+        for f in copied:
             (tmp / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(out / f, tmp / f)
-        for csv in sorted((out / "tables").glob("*.csv")):
-            (tmp / "tables").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(csv, tmp / "tables" / csv.name)
-        back = load_part(tmp)
-        if [r.to_json() for r in back.rows] != [r.to_json() for r in part.rows]:
+        bad = [f for f in copied if not filecmp.cmp(out / f, tmp / f, shallow=False)]
+        if bad:
+            raise DataError(f"{tmp / bad[0]}: the copy differs from {out / bad[0]}")
+        if [r.to_json() for r in load_part(tmp).rows] != [r.to_json() for r in part.rows]:
             raise DataError(f"{tmp}: the copy does not read back as the part")
         if final.exists():
-            shutil.rmtree(final)
+            final.rename(old)
         tmp.rename(final)
+        if old.exists():
+            shutil.rmtree(old)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+        if old.exists() and not final.exists():  # the new copy never arrived: the old archive goes back
+            old.rename(final)
     return final
 
 
@@ -65,8 +75,8 @@ def main() -> None:
     a = ap.parse_args()
     try:
         print(f"archived {a.out} → {archive(a.out, a.dest)}")
-    except SafetyDriftError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (SafetyDriftError, OSError, shutil.Error) as e:
+        print(f"error: {e}".replace("\n", " "), file=sys.stderr)
         sys.exit(2)
 
 

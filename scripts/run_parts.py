@@ -3,8 +3,8 @@ archived in the repository, its built variants pruned.
 
 Why: the map is a dozen two-hour parts on a 2-core machine, more than one sitting; each part must end in a
 state that survives the machine (``archive_part.py``) and leaves the disk for the next one (``prune_part.py``).
-One part failing stops the chain (the next part would measure on a machine in an unknown state); a finished
-part is skipped, so the same command resumes the chain.
+One part failing stops the chain (the next part would measure on a machine in an unknown state); an archived
+part is not run again (only pruned), so the same command resumes the chain.
 
     python scripts/run_parts.py configs/free-lunch-manipulation.yaml configs/free-lunch-seeds1.yaml \\
         --out-root out --archive docs/free-lunch/parts [--no-prune]
@@ -33,10 +33,11 @@ def _step(what: str, cmd: list[str], log: Path | None = None) -> None:
     if log is None:
         proc = subprocess.run(cmd, check=False)
     else:
-        with open(log, "w", encoding="utf-8") as sink:
+        with open(log, "a", encoding="utf-8") as sink:  # a resumed part's log keeps the earlier attempts
             proc = subprocess.run(cmd, stdout=sink, check=False)
     if proc.returncode != 0:
-        raise SystemExit(f"error: {what} failed (exit {proc.returncode}){f'; see {log}' if log else ''}")
+        where = f"; its table is in {log}, its error above" if log else ""
+        raise SystemExit(f"error: {what} failed (exit {proc.returncode}){where}")
     print(f"[{time.strftime('%H:%M:%S')}] {what}: done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -51,20 +52,27 @@ def main() -> None:
     if missing:
         raise SystemExit(f"error: no such config: {', '.join(missing)}")
     py = sys.executable
-    for i, cfg in enumerate(a.configs, 1):
-        name = str((yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("name") or cfg.stem)
+    names = []
+    for cfg in a.configs:
+        try:
+            raw = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as e:
+            raise SystemExit(f"error: {cfg}: not readable YAML ({e.__class__.__name__})") from None
+        if not isinstance(raw, dict):
+            raise SystemExit(f"error: {cfg}: not an experiment config (a mapping)")
+        names.append(str(raw.get("name") or cfg.stem))
+    a.out_root.mkdir(parents=True, exist_ok=True)
+    for i, (cfg, name) in enumerate(zip(a.configs, names, strict=True), 1):
         out = a.out_root / name
         if (a.archive / name / "sweep.json").is_file():
-            print(f"part {i}/{len(a.configs)} {name}: already archived in {a.archive / name}, skipped", flush=True)
-            continue
-        print(f"part {i}/{len(a.configs)} {name}", flush=True)
-        a.out_root.mkdir(parents=True, exist_ok=True)
-        _step("sweep (first run, then re-run)", [py, str(ROOT / "benchmarks" / "sweep.py"), str(cfg), "--out", str(out)],
-              a.out_root / f"{name}.bench.txt")
-        _step("archive", [py, str(ROOT / "scripts" / "archive_part.py"), str(out), str(a.archive)])
-        if not a.no_prune:
+            print(f"part {i}/{len(a.configs)} {name}: already archived in {a.archive / name}", flush=True)
+        else:
+            print(f"part {i}/{len(a.configs)} {name}", flush=True)
+            _step("sweep (first run, then re-run)", [py, str(ROOT / "benchmarks" / "sweep.py"), str(cfg), "--out",
+                                                     str(out)], a.out_root / f"{name}.bench.txt")
+            _step("archive", [py, str(ROOT / "scripts" / "archive_part.py"), str(out), str(a.archive)])
+        if not a.no_prune:  # also for an archived part, whose prune may not have run (it is idempotent)
             _step("prune", [py, str(ROOT / "scripts" / "prune_part.py"), str(cfg), "--delete"])
-
 
 if __name__ == "__main__":
     main()

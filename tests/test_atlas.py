@@ -204,8 +204,28 @@ def test_an_archived_part_draws_the_same_map_and_a_broken_one_leaves_nothing(tmp
     assert main(["--quiet", "map", str(out), "--out", str(tmp_path / "m2")]) == 0
     assert (tmp_path / "m1" / "tables" / "map_cells.csv").read_text() == (
         tmp_path / "m2" / "tables" / "map_cells.csv").read_text()
-    # a part without its ledger is refused and leaves no directory, not even a hidden one
+    # archived again after a change: replaced, and nothing hidden is left beside it
+    (out / "tables" / "sweep_cells.csv").write_text("a,b\n3,4\n")
+    assert mod.archive(out, tmp_path / "parts") == kept
+    assert (kept / "tables" / "sweep_cells.csv").read_text() == "a,b\n3,4\n"
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["part-a"]
+    # a part without its ledger is refused, and the archive already there is left as it was
     (out / "sweep" / "runs.jsonl").unlink()
-    with pytest.raises(DataError, match="runs.jsonl"):
-        mod.archive(out, tmp_path / "parts2")
-    assert not any((tmp_path / "parts2").iterdir())
+    for dest in (tmp_path / "parts", tmp_path / "parts2"):
+        with pytest.raises(DataError, match="runs.jsonl"):
+            mod.archive(out, dest)
+    assert not (tmp_path / "parts2").exists() or not any((tmp_path / "parts2").iterdir())
+    assert (kept / "sweep" / "runs.jsonl").is_file() and sorted(p.name for p in (tmp_path / "parts").iterdir()) == [
+        "part-a"]
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden", "a/b"])
+def test_archive_refuses_a_name_that_is_not_one_directory(tmp_path: Path, name: str) -> None:
+    mod = _archive_module()
+    out = _part(tmp_path / "run", A, A_ASR, "part-a")
+    doc = json.loads((out / "sweep.json").read_text())
+    (out / "sweep.json").write_text(json.dumps({**doc, "name": name}))
+    (tmp_path / "parts" / "keep").mkdir(parents=True)
+    with pytest.raises(DataError, match="cannot name a directory"):
+        mod.archive(out, tmp_path / "parts")
+    assert [p.name for p in (tmp_path / "parts").iterdir()] == ["keep"]

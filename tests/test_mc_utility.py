@@ -25,6 +25,7 @@ from safetydrift.analysis.mc import (
     score_mc,
 )
 from safetydrift.context import Context
+from safetydrift.errors import SafetyDriftError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,13 +140,13 @@ def test_tiny_random_matches_a_hand_computation_at_any_batch_size(ctx: Context, 
     model, tok = load_hf(m.path)
     for it, a, b, c in zip(ITEMS, one.lls, many.lls, shared.lls, strict=True):
         assert a == pytest.approx(b, abs=1e-3) and c == pytest.approx(a, abs=1e-4)
-        for c, ll in zip(it.choices, a, strict=True):  # unpadded, full logits, by hand
+        for choice, ll in zip(it.choices, a, strict=True):  # unpadded, full logits, by hand
             if fmt == "plain":
-                context, cont = f"Question: {it.question}\nAnswer:", f" {c}"
+                context, cont = f"Question: {it.question}\nAnswer:", f" {choice}"
                 whole, ctx_ids = tok(context + cont)["input_ids"], tok(context)["input_ids"]
             else:
                 context = render_chat(tok, [{"role": "user", "content": it.prompt}], "Be brief.")
-                whole = tok(context + c, add_special_tokens=False)["input_ids"]
+                whole = tok(context + choice, add_special_tokens=False)["input_ids"]
                 ctx_ids = tok(context, add_special_tokens=False)["input_ids"]
             assert whole[: len(ctx_ids)] == ctx_ids
             with torch.no_grad():
@@ -153,6 +154,39 @@ def test_tiny_random_matches_a_hand_computation_at_any_batch_size(ctx: Context, 
             want = sum(float(logp[t - 1, whole[t]]) for t in range(len(ctx_ids), len(whole)))
             assert ll == pytest.approx(want, abs=1e-3)
     assert one.correct() == [pick(ll, it.choices)[0] == 0 for it, ll in zip(ITEMS, one.lls, strict=True)]
+
+
+def test_prefix_scorer_edges_match_full_sequences(ctx: Context) -> None:
+    """A one-token context (no cache), choices of 1 to 12 tokens in one right-padded batch, a long context: the
+    same sums as one unpadded full-sequence pass; a model that ignores the cache is an error, not a wrong ll."""
+    from safetydrift.analysis.mc import hf_prefix_scorer
+    from safetydrift.backends.transformers_backend import load_hf
+
+    model, tok = load_hf(ctx.resolve("tiny-random").path)
+    run = hf_prefix_scorer(model, int(tok.pad_token_id or 0))
+    conts = [[5], [7, 8, 9, 10, 11, 12, 13], [21, 22, 23], list(range(30, 42))]
+    for context in ([3], [3, 4], list(range(50, 90))):
+        got = run(context, conts)
+        for c, ll in zip(conts, got, strict=True):
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=torch.tensor([context + c])).logits[0].double(), -1)
+            want = sum(float(logp[len(context) + j - 1, t]) for j, t in enumerate(c))
+            assert ll == pytest.approx(want, abs=1e-4)
+
+    class Forgetful:  # takes a cache argument and ignores it, as a renamed argument would be ignored
+        def __init__(self) -> None:
+            self.inner = model
+
+        def parameters(self):  # noqa: ANN202
+            return model.parameters()
+
+        def forward(self, input_ids, position_ids=None, use_cache=False, cache=None, **kw):  # noqa: ANN001, ANN003, ANN202
+            return model(input_ids=input_ids, use_cache=use_cache, **kw)
+
+        __call__ = forward
+
+    with pytest.raises(SafetyDriftError, match="cache"):
+        hf_prefix_scorer(Forgetful(), 0)([3, 4, 5], conts)
 
 
 def test_gguf_is_scored_as_served(tmp_path: Path, ctx: Context) -> None:

@@ -50,6 +50,8 @@ def test_each_kind_is_keyed_by_its_own_readers(tmp_path: Path, monkeypatch: pyte
     assert after.get("margins", key) == {"y": 2}
     assert readings._code("margins") != readings._code("mc")
     assert set(readings._READERS) == {"mc", "ppl_kl", "margins", "kl_harmful"}
+    src = Path(readings.__file__).resolve().parents[1]
+    assert all((src / f).is_file() for f in readings._ALL_READERS)  # a renamed module is not silently unkeyed
 
 
 def test_model_key_needs_a_weights_hash() -> None:

@@ -255,11 +255,16 @@ def hf_prefix_scorer(model: Any, pad_id: int) -> Prefix:
                 kw: dict[str, Any] = {"logits_to_keep": 1} if can_keep else {}
                 out = model(input_ids=torch.tensor([ctx[:-1]], device=device), use_cache=True, **kw)
                 cache = out["cache"] if "cache" in out else out["past_key_values"]
+                if not hasattr(cache, "batch_repeat_interleave"):  # e.g. a hybrid recurrent cache
+                    raise UnsupportedError(f"multiple choice: a {type(cache).__name__} cannot be shared")
                 cache.batch_repeat_interleave(len(conts))
             width = 1 + max(len(c) for c in conts)
             ids = torch.tensor([[ctx[-1], *c] + [pad_id] * (width - 1 - len(c)) for c in conts], device=device)
             pos = torch.arange(len(ctx) - 1, len(ctx) - 1 + width, device=device).expand(len(conts), -1)
             z = model(input_ids=ids, position_ids=pos, use_cache=cache is not None, **{cache_arg: cache}).logits
+            # the cache must have been read and extended, never silently ignored (a renamed argument)
+            if cache is not None and cache.get_seq_length() != len(ctx) - 1 + width:
+                raise SafetyDriftError(f"multiple choice: the model did not take its key/value cache as {cache_arg}=")
         z = z.float().cpu()
         return [continuation_loglik([ctx[-1], *c], len(c), z[i, : 1 + len(c)]) for i, c in enumerate(conts)]
 
@@ -328,8 +333,8 @@ def score_mc(resolved: ResolvedModel, items: Sequence[McItem], *, fmt: str = "pl
              device: str | None = None, batch_size: int = 16, progress: Progress | None = None,
              shared_prefix: bool = True) -> McResult:
     """Every choice's log-likelihood under one model, loaded once and released after; through transformers
-    each item's context runs once for all its choices (``shared_prefix=False``: every choice as a full
-    sequence, in length-sorted batches, as before)."""
+    each item's context runs once for all its choices, an item at a time (``shared_prefix=False``, or a model
+    whose cache cannot be copied: every choice as a full sequence, in length-sorted batches of ``batch_size``)."""
     if resolved.kind not in ENGINES or resolved.path is None:
         raise UnsupportedError(f"multiple choice needs next-token logits; a {resolved.kind} model has none")
     if not items:
@@ -345,9 +350,13 @@ def score_mc(resolved: ResolvedModel, items: Sequence[McItem], *, fmt: str = "pl
             if progress is not None:
                 progress(min(len(items), k * len(items) // max(1, len(reqs))))
 
+        flat: list[float] | None = None
         if prefix is not None and shared_prefix:
-            flat = prefix_loglikelihoods(prefix, logits, reqs, per_item, progress)
-        else:
+            try:
+                flat = prefix_loglikelihoods(prefix, logits, reqs, per_item, progress)
+            except UnsupportedError:
+                prefix = None  # this model's cache cannot be copied: full sequences, and the meta says so
+        if flat is None:
             flat = loglikelihoods(logits, reqs, batch_size, seqs_done)
     finally:
         close()

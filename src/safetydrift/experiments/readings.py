@@ -27,12 +27,12 @@ _LIBS = ("torch", "transformers", "tokenizers", "jinja2", "llama_cpp_python", "n
 # the code that turns a model into each kind of reading: a change to any of these (token sets, templates,
 # batching) is a new key for that kind only, with no version to bump by hand (a faster MC engine does not
 # invalidate the margins); a kind not listed is keyed by all of them
-_ENGINES = ("backends/transformers_backend.py", "llamacpp/model.py")
+_ENGINES = ("backends/transformers_backend.py", "llamacpp/model.py", "llamacpp/runtime.py")
 _READERS: dict[str, tuple[str, ...]] = {
-    "mc": ("analysis/mc.py", "analysis/metrics.py", *_ENGINES),
+    "mc": ("analysis/mc.py", "analysis/metrics.py", "types.py", *_ENGINES),  # types: the chat format's system prompt
     "ppl_kl": ("analysis/metrics.py", *_ENGINES),
-    "margins": ("analysis/margin.py", "analysis/logitlens.py", *_ENGINES),
-    "kl_harmful": ("analysis/margin.py", "analysis/logitlens.py", *_ENGINES),
+    "margins": ("analysis/margin.py", "analysis/logitlens.py", "types.py", *_ENGINES),
+    "kl_harmful": ("analysis/margin.py", "analysis/logitlens.py", "types.py", *_ENGINES),
 }
 _ALL_READERS = tuple(sorted({f for files in _READERS.values() for f in files}))
 # what else in an HF checkpoint directory decides a reading besides the weights: tokenizer, chat template, config
