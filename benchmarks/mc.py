@@ -2,6 +2,12 @@
 choice as a full sequence, on one model, timed in the same run (target: the shared prefix at least 2× faster,
 the same answers).
 
+Measured 2026-12-03 on SmolLM2-135M-Instruct, 100 items (``--model smollm2-135m-instruct --rounds 2``): idle,
+2 threads, load 1.0 → 2.0: full 32.9 s, shared 39.0 s, **0.84×** (target not met, so full sequences stay the
+default); with one thread beside a 2-thread job (``OMP_NUM_THREADS=1 … --items 40 --rounds 1``): 1.86×; two
+threads beside a 2-thread job: 0.42×. Same picks every time, largest |Δ ll| 2.5e-5. The contexts here are
+short (a question, ~15 tokens), so copying them saves little while an item at a time loses the batches.
+
     python benchmarks/mc.py [--model "smollm2-135m-instruct>align"] [--items 100] [--rounds 2]
 
 The two ways alternate for ``--rounds`` rounds (so a change in the machine's load falls on both), and the

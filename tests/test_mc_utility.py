@@ -134,7 +134,7 @@ def test_tiny_random_matches_a_hand_computation_at_any_batch_size(ctx: Context, 
     m = ctx.resolve("tiny-random")
     one = score_mc(m, ITEMS, fmt=fmt, system_prompt="Be brief.", batch_size=1, shared_prefix=False)
     many = score_mc(m, ITEMS, fmt=fmt, system_prompt="Be brief.", batch_size=7, shared_prefix=False)  # left padding
-    shared = score_mc(m, ITEMS, fmt=fmt, system_prompt="Be brief.")  # each context once, its cache per choice
+    shared = score_mc(m, ITEMS, fmt=fmt, system_prompt="Be brief.", shared_prefix=True)  # each context once
     assert one.engine == "transformers" and one.fmt == fmt
     assert shared.meta["shared_prefix"] and not one.meta["shared_prefix"]
     model, tok = load_hf(m.path)

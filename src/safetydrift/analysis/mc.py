@@ -21,9 +21,12 @@ Formats (``FORMATS``):
   higher on all 698 items (74.5% vs 69.5% and 73.2% vs 69.1%, ``datasets/data/mc_utility.md``), so it is the
   default; both are far above chance.
 
-Engines, by the resolved model's kind: ``hf`` through transformers (each item's context run once, its key/value
-cache copied to every choice, ``hf_prefix_scorer``; or full sequences in left-padded batches sorted by length,
-the output layer on the continuation's rows only, ``hf_tail_logits``); ``gguf`` through llama.cpp as served (``metrics.LlamaCppScorer``, its own tokenizer and
+Engines, by the resolved model's kind: ``hf`` through transformers (full sequences in left-padded batches
+sorted by length, the output layer on the continuation's rows only, ``hf_tail_logits``; or, with
+``shared_prefix=True``, each item's context run once and its key/value cache copied to every choice,
+``hf_prefix_scorer``, the same lls within 1e-4 but an item at a time: on SmolLM2 with this set's short
+contexts it is 0.84× the speed of the batches on an idle 2-core machine, ``benchmarks/mc.py``, so it is not
+the default); ``gguf`` through llama.cpp as served (``metrics.LlamaCppScorer``, its own tokenizer and
 chat template). A guarded variant is scored on its inner model (a guard leaves the logits alone); an endpoint
 has no logits (:class:`UnsupportedError`).
 """
@@ -331,10 +334,11 @@ ENGINES = {"hf": ("transformers", _hf), "gguf": ("llama.cpp", _gguf)}
 
 def score_mc(resolved: ResolvedModel, items: Sequence[McItem], *, fmt: str = "plain", system_prompt: str | None = None,
              device: str | None = None, batch_size: int = 16, progress: Progress | None = None,
-             shared_prefix: bool = True) -> McResult:
-    """Every choice's log-likelihood under one model, loaded once and released after; through transformers
-    each item's context runs once for all its choices, an item at a time (``shared_prefix=False``, or a model
-    whose cache cannot be copied: every choice as a full sequence, in length-sorted batches of ``batch_size``)."""
+             shared_prefix: bool = False) -> McResult:
+    """Every choice's log-likelihood under one model, loaded once and released after: every choice as a full
+    sequence, in length-sorted batches of ``batch_size``; through transformers with ``shared_prefix=True``,
+    each item's context once for all its choices, an item at a time (a model whose cache cannot be copied
+    falls back to the batches, and ``meta["shared_prefix"]`` says which ran)."""
     if resolved.kind not in ENGINES or resolved.path is None:
         raise UnsupportedError(f"multiple choice needs next-token logits; a {resolved.kind} model has none")
     if not items:
