@@ -404,8 +404,10 @@ def test_report_package_reads_records_by_attribute() -> None:
     """No dict access on records and rows: only the genuinely open payloads (a TAP tree's nodes, the experiment
     config as written) are read with ``.get``; mypy (tests/test_typecheck.py) checks the attribute reads."""
     hits = {p.name: p.read_text(encoding="utf-8").count('.get("') for p in REPORT_DIR.glob("*.py")}
-    assert {k for k, n in hits.items() if n} == {"samples.py", "sections.py"}  # TAP nodes; config
-    assert hits["sections.py"] == 1
+    # TAP nodes; the config; the map's parts: sweep.json as written (checked field by field in load_part) and
+    # each part's config
+    assert {k for k, n in hits.items() if n} == {"samples.py", "sections.py", "atlas.py"}
+    assert hits["sections.py"] == 1 and hits["atlas.py"] == 8
     assert all("field(" not in p.read_text(encoding="utf-8") for p in REPORT_DIR.glob("*.py"))
 
 
