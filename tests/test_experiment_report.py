@@ -407,7 +407,7 @@ def test_report_package_reads_records_by_attribute() -> None:
     # TAP nodes; the config; the map's parts: sweep.json as written (checked field by field in load_part) and
     # each part's config
     assert {k for k, n in hits.items() if n} == {"samples.py", "sections.py", "atlas.py"}
-    assert hits["sections.py"] == 1 and hits["atlas.py"] == 8
+    assert hits["sections.py"] == 1 and hits["atlas.py"] == 9
     assert all("field(" not in p.read_text(encoding="utf-8") for p in REPORT_DIR.glob("*.py"))
 
 
