@@ -30,7 +30,15 @@ from safetydrift.records import ExperimentResult
 from safetydrift.report.figures import FigureSet
 from safetydrift.report.format import MISSING
 from safetydrift.report.html import environment
-from safetydrift.report.sweep import CSV_COLUMNS, _csv_row, _fmt_cells, fig_asr_dose, fig_frontier, fig_r_dose
+from safetydrift.report.sweep import (
+    CSV_COLUMNS,
+    PAGE_HEAD,
+    _csv_row,
+    _fmt_cells,
+    fig_asr_dose,
+    fig_frontier,
+    fig_r_dose,
+)
 from safetydrift.report.tables import write_csv
 from safetydrift.store import atomic_write_text
 
@@ -181,16 +189,7 @@ def combine(parts: Sequence[Part]) -> Combined:
                     differs)
 
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>{{ title }}</title>
-<style>body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;font-size:12px}
-td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td.l,th.l{text-align:left}
-.free{background:#d9f2d9}.shrink{background:#fff2cc}.rest{background:#f8d7da}.control{color:#666;font-style:italic}figure{margin:1em 0}
-img{max-width:100%}figcaption{font-size:12px;color:#555}</style></head><body>
-<h1>{{ title }}</h1>
-<p>Decision judge <b>{{ judge }}</b> on {{ dataset }} · {{ attack }}; base <code>{{ base }}</code>. This page
+PAGE = PAGE_HEAD + """<p>Decision judge <b>{{ judge }}</b> on {{ dataset }} · {{ attack }}; base <code>{{ base }}</code>. This page
 reads the parts' finished outputs and re-tests nothing: each cell keeps the verdict, R and Holm p of its own
 part, and <b>Holm was applied within each part</b> (one family per part), not over this union. Where two parts
 have the same cell (the aligned base), the first part's reading is used.

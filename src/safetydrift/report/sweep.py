@@ -30,7 +30,7 @@ CSV_COLUMNS = ("name", "dose", "dose_value", "seed", "compress", "control", "asr
                "p_holm", "r", "r_ci_low", "r_ci_high", "r_p", "utility_loss", "kl_harmful", "size_bytes", "rest_ref",
                "twin", "asr_scale", "p_vs_scale", "rule", "why")
 
-PAGE = """<!doctype html>
+PAGE_HEAD = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{{ title }}</title>
@@ -39,7 +39,9 @@ td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td.l,th.l{text-alig
 .free{background:#d9f2d9}.shrink{background:#fff2cc}.rest{background:#f8d7da}.control{color:#666;font-style:italic}figure{margin:1em 0}
 img{max-width:100%}figcaption{font-size:12px;color:#555}</style></head><body>
 <h1>{{ title }}</h1>
-<p>Decision judge <b>{{ judge }}</b> on {{ dataset }} · {{ attack }}; Holm over every comparison of the map.
+"""
+
+PAGE = PAGE_HEAD + """<p>Decision judge <b>{{ judge }}</b> on {{ dataset }} · {{ attack }}; Holm over every comparison of the map.
 {% if parting %}The lines part at dose <b>{{ parting }}</b>.{% else %}No compression is below its fine-tune at
 Holm p &lt; {{ alpha }}.{% endif %} Full run: <code>report.html</code>.</p>
 <p>R is the share of the fine-tune's refusal-margin shift a cell keeps, with a bootstrap 95% CI over prompts.
