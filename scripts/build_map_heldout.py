@@ -47,7 +47,7 @@ def _train_requests() -> set[str]:
     return got
 
 
-def sample(results: Path, work: Path, per: int, seed: int, dataset: str | None) -> None:
+def sample(results: Path, work: Path, per: int, seed: int, dataset: str | None, prefix: str = "map") -> None:
     rows: dict[str, list[dict[str, str]]] = defaultdict(list)
     seen_key: set[tuple[str, str, str]] = set()
     with results.open(encoding="utf-8") as f:
@@ -85,7 +85,7 @@ def sample(results: Path, work: Path, per: int, seed: int, dataset: str | None) 
     work.mkdir(parents=True, exist_ok=True)
     gens = {m: f"g{i:02d}" for i, m in enumerate(sorted(rows))}
     for i, r in enumerate(picked):
-        r["id"] = f"map:{i:04d}"
+        r["id"] = f"{prefix}:{i:04d}"
         r["generator"] = gens[r["model"]]
     with (work / "rows.jsonl").open("w", encoding="utf-8") as f:
         for r in picked:
@@ -96,7 +96,7 @@ def sample(results: Path, work: Path, per: int, seed: int, dataset: str | None) 
         for r in picked:
             w.writerow([r["id"], r["request"], r["response"]])
     meta = {"results": str(results), "results_sha256": hashlib.sha256(results.read_bytes()).hexdigest(),
-            "dataset": dataset, "per_generator": per, "seed": seed, "rows": len(picked),
+            "dataset": dataset, "per_generator": per, "seed": seed, "rows": len(picked), "prefix": prefix,
             "generators": {g: m for m, g in gens.items()}}
     (work / "sample.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(f"{len(picked)} rows from {len(rows)} generators → {work / 'blind.csv'}")
@@ -156,12 +156,13 @@ def main() -> int:
     s.add_argument("--per", type=int, default=16)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--dataset", default=None)
+    s.add_argument("--prefix", default="map", help="row ids are PREFIX:0000, … (one prefix per labelled set)")
     m = sub.add_parser("merge")
     m.add_argument("--work", type=Path, required=True)
     m.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     if args.cmd == "sample":
-        sample(args.results, args.work, args.per, args.seed, args.dataset)
+        sample(args.results, args.work, args.per, args.seed, args.dataset, args.prefix)
     else:
         merge(args.work, args.out)
     return 0

@@ -179,3 +179,24 @@ def test_labelled_sets_are_disjoint_and_well_formed():
         assert agreed or r["resolved"], r["id"]  # a disagreement is never silently settled
     assert len(held) >= 300 and sum(r["refusal"] == "1" for r in held) >= 100
     assert len({r["generator"] for r in held}) >= 4
+
+
+@pytest.mark.parametrize("name", ["map_heldout.csv", "qwen_map_heldout.csv"])
+def test_map_heldout_sets_are_outside_the_judges_training_data(name):
+    """The free-lunch maps' own labelled answers (refusal only) share no request with any training file of a
+    judge, settle every disagreement of the two passes, and are large enough to validate on."""
+    from pathlib import Path
+
+    import safetydrift
+
+    data = Path(safetydrift.__file__).parent / "judges" / "data"
+    trained = set()
+    for train in ("judge_train.csv", "harm_train.csv"):
+        trained |= {r["request"].strip().lower() for r in csv.DictReader((data / train).open())}
+    rows = list(csv.DictReader((data / name).open()))
+    assert not trained & {r["request"].strip().lower() for r in rows}
+    for r in rows:
+        assert r["refusal"] in ("0", "1") and r["side"] == "heldout"
+        assert r["refusal_a"] == r["refusal_b"] or r["resolved"], r["id"]
+    assert len({r["id"] for r in rows}) == len(rows) >= 300
+    assert sum(r["refusal"] == "1" for r in rows) >= 100 and len({r["generator"] for r in rows}) >= 4
