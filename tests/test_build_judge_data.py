@@ -26,11 +26,12 @@ def _script() -> ModuleType:
     return mod
 
 
-def _wheel(tmp_path: Path, templates: dict[str, str]) -> Path:
+def _wheel(tmp_path: Path, templates: dict[str, str], params: dict[str, list[str]] | None = None) -> Path:
     wheel = tmp_path / "pyrit-0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as z:
         for name, value in templates.items():
-            z.writestr(f"pyrit/datasets/jailbreak/templates/{name}", json.dumps({"name": name, "value": value}))
+            doc = {"name": name, "value": value, "parameters": (params or {}).get(name, ["prompt"])}
+            z.writestr(f"pyrit/datasets/jailbreak/templates/{name}", json.dumps(doc))
     return wheel
 
 
@@ -57,9 +58,15 @@ def test_pyrit_framings_drop_what_the_held_out_side_has(mod: ModuleType, tmp_pat
         "two_slots.yaml": "first {{ prompt }} then {{ prompt }} again, all in one long enough sentence",
         "long.yaml": "word " * 500 + "{{ prompt }}",
         "in_the_wild/x.yaml": fresh.replace("sailors", "pirates"),
-    })
+        "raw.yaml": "{% raw %}A parrot named {Z} repeats {{ '{{' }}{% endraw %}{{ prompt }}{% raw %}{{ '}}' }}{% endraw %} "
+                    "every morning on the ship",
+        "examples.yaml": "{% for e in examples %}{{ e }}{% endfor %} and the lighthouse keeper says {{ prompt }}",
+    }, {"examples.yaml": ["prompt", "examples"]})
     kept, overlap = mod.pyrit_framings(wheel)
-    assert kept == {"fresh.yaml": fresh.replace("{{ prompt }}", "{behavior}")}
+    assert kept == {"fresh.yaml": fresh.replace("{{ prompt }}", "{behavior}"),
+                    # rendered as PyRIT renders it (Jinja): the raw block's literal braces stay, markup goes
+                    "raw.yaml": "A parrot named {Z} repeats {{ '{{' }}{behavior}{{ '}}' }} every morning on the ship"}
+    assert "examples.yaml" not in overlap  # needs more than the request
     assert overlap["copied.yaml"] == 1.0 and overlap["ours.yaml"] == 1.0
     assert overlap["fresh.yaml"] < mod.PYRIT_MAX_OVERLAP
     assert "long.yaml" in overlap and "two_slots.yaml" not in overlap
