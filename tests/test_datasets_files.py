@@ -70,4 +70,9 @@ def test_registered_dataset_settings_apply(ctx) -> None:
     assert len(load_dataset("advbench:n=520", ctx)) == 520 and len(load_dataset("advbench:n=9999", ctx)) == 520
     m = load_dataset("manipulation:n_on=3,n_off=2,topic=Mars", ctx)
     assert [it.category for it in m.items].count("on-target") == 3 and m.name == "manipulation:Mars"
+    # one side only: the decision reads the on-target rate undiluted; the same items as in the pooled set
+    on = load_dataset("manipulation:n_on=3,n_off=2,topic=Mars,split=on", ctx)
+    off = load_dataset("manipulation:n_on=3,n_off=2,topic=Mars,split=off", ctx)
+    assert on.name == "manipulation:Mars,split=on" and {it.category for it in on.items} == {"on-target"}
+    assert on.items + off.items == m.items and len(off.items) == 2 and on.sha256 != m.sha256
     assert len(load_dataset("benign-task:n=12,seed=1", ctx)) == 12

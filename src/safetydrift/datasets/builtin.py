@@ -51,6 +51,9 @@ class ManipulationParams(Params):
     n_on: int = field(default=40, metadata=p("on-target prompts", ge=1))
     n_off: int = field(default=40, metadata=p("off-target prompts", ge=1))
     seed: int = field(default=0, metadata=p("sampling seed", ge=0))
+    split: str = field(default="both", metadata=p(
+        "both, or one side only: on (the attack's success, what a decision reads) or off (its leakage)",
+        choices=("both", "on", "off")))
 
 
 def _limit(ds: Dataset, n: int | None) -> Dataset:
@@ -177,5 +180,7 @@ def manipulation(spec: ComponentSpec, ctx: Context) -> Dataset:
         on, off = manipulation_eval_prompts(topic, params.n_on, params.n_off, params.seed)
     except ValueError as e:
         raise DataError(f"manipulation: {e}") from None
-    items = [Item.make(p, category="on-target") for p in on] + [Item.make(p, category="off-target") for p in off]
-    return Dataset(f"manipulation:{topic}", tuple(items), "generated", items_hash(items), "written for safetydrift (MIT)")
+    items = ([Item.make(p, category="on-target") for p in on] * (params.split != "off")
+             + [Item.make(p, category="off-target") for p in off] * (params.split != "on"))
+    name = f"manipulation:{topic}" + ("" if params.split == "both" else f",split={params.split}")
+    return Dataset(name, tuple(items), "generated", items_hash(items), "written for safetydrift (MIT)")
