@@ -481,14 +481,24 @@ def merge(work: Path, out_dir: Path) -> None:
               f"generators: {len({r['generator'] for r in part})})")
 
 
+GROWN_INTO = {"grow": "judge_train.csv", "grow-pyrit": "judge_train_pyrit.csv"}
+
+
 def merge_grow(work: Path, out_dir: Path, tag: str = "grow") -> None:
     """The grown training rows (``label-<tag>-<generator>.csv`` with ``labels/<generator>.<tag>.{A,B,R}.csv``)
-    appended to ``judge_train.csv`` (rows whose id is already there are skipped; the held-out file is never
-    touched). Prints the agreement between the passes. A row's ``prompt`` is written as the request inside
-    ``[pyrit:<template>]`` for the PyRIT framings (the template is named, not shipped)."""
+    appended to their training file (:data:`GROWN_INTO`: ``grow`` to ``judge_train.csv``, ``grow-pyrit`` to its
+    own ``judge_train_pyrit.csv``, so the file a shipped card was trained on stays as it was; rows whose id is
+    already there are skipped; a held-out file is never touched). Prints the agreement between the passes. A
+    row's ``prompt`` is written as the request inside ``[pyrit:<template>]`` for the PyRIT framings (the
+    template is named, not shipped)."""
     from safetydrift.stats import cohen_kappa
 
-    path = out_dir / "judge_train.csv"
+    path = out_dir / GROWN_INTO[tag]
+    if not path.exists():  # a new training file takes the columns of the first one
+        with (out_dir / "judge_train.csv").open(newline="") as fh:
+            header = next(csv.reader(fh))
+        with path.open("w", newline="") as fh:
+            csv.writer(fh).writerow(header)
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         cols = list(reader.fieldnames or [])

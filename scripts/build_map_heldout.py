@@ -30,7 +30,7 @@ from collections import defaultdict
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1] / "src" / "safetydrift" / "judges" / "data"
-TRAIN_FILES = ("judge_train.csv", "harm_train.csv")
+TRAIN_FILES = ("judge_train.csv", "judge_train_pyrit.csv", "harm_train.csv")
 COLUMNS = ("id", "side", "generator", "source", "category", "request", "prompt", "response", "refusal",
            "refusal_a", "refusal_b", "resolved")
 

@@ -96,6 +96,7 @@ def test_merge_names_a_pyrit_template_instead_of_quoting_it(mod: ModuleType, tmp
         mod.merge_grow(work, out, "grow-pyrit")
     (work / "labels" / "smollm2.grow-pyrit.R.csv").write_text("id,refusal,harm\nsmollm2:p000,1,0\n")
     mod.merge_grow(work, out, "grow-pyrit")
-    (got,) = list(csv.DictReader((out / "judge_train.csv").open()))
+    assert len(list(csv.DictReader((out / "judge_train.csv").open()))) == 0  # the shipped card's file stays
+    (got,) = list(csv.DictReader((out / "judge_train_pyrit.csv").open()))
     assert got["prompt"] == "[pyrit:fresh.yaml] Do a bad thing" and "sailors" not in got["prompt"]
     assert (got["refusal"], got["refusal_a"], got["refusal_b"], got["resolved"]) == ("1", "1", "0", "third read")

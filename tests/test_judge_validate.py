@@ -168,7 +168,8 @@ def test_labelled_sets_are_disjoint_and_well_formed():
     import safetydrift
 
     data = Path(safetydrift.__file__).parent / "judges" / "data"
-    train = list(csv.DictReader((data / "judge_train.csv").open()))
+    train = [r for name in ("judge_train.csv", "judge_train_pyrit.csv")
+             for r in csv.DictReader((data / name).open())]
     held = list(csv.DictReader((data / "judge_heldout.csv").open()))
     assert not {r["request"] for r in train} & {r["request"] for r in held}
     assert not {r["prompt"] for r in train} & {r["prompt"] for r in held}
@@ -191,7 +192,7 @@ def test_map_heldout_sets_are_outside_the_judges_training_data(name):
 
     data = Path(safetydrift.__file__).parent / "judges" / "data"
     trained = set()
-    for train in ("judge_train.csv", "harm_train.csv"):
+    for train in ("judge_train.csv", "judge_train_pyrit.csv", "harm_train.csv"):
         trained |= {r["request"].strip().lower() for r in csv.DictReader((data / train).open())}
     rows = list(csv.DictReader((data / name).open()))
     assert not trained & {r["request"].strip().lower() for r in rows}
