@@ -388,9 +388,10 @@ def test_api_key_is_required_and_compared_in_constant_time(monkeypatch: pytest.M
 # ----------------------------------------------------------------------------------------------- CLI
 def test_cli_serve_tiny_random_with_api_key(tmp_path: Path) -> None:
     env = {**os.environ, "SAFETYDRIFT_CACHE": str(tmp_path / "cache"), "SAFETYDRIFT_API_KEY": "k-123",
-           "HF_HUB_OFFLINE": "1"}
+           "HF_HUB_OFFLINE": "1", "PYTHONFAULTHANDLER": "1"}  # SIGABRT dumps every thread's stack
     proc = subprocess.Popen([sys.executable, "-m", "safetydrift", "serve", "tiny-random", "--port", "0",
                              "--max-queue", "8"], env=env, stderr=subprocess.PIPE, text=True)
+    stderr = ""
     try:
         url = None
         deadline = time.monotonic() + 120
@@ -409,8 +410,12 @@ def test_cli_serve_tiny_random_with_api_key(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0
+            stderr = proc.communicate(timeout=30)[1]
+        except subprocess.TimeoutExpired:  # a hung shutdown (seen once in ~20 runs): show where it hangs
+            proc.send_signal(signal.SIGABRT)
+            try:
+                stderr = "did not stop within 30 s of Ctrl-C; its threads:\n" + proc.communicate(timeout=10)[1]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, stderr[-4000:]
