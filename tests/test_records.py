@@ -111,3 +111,27 @@ def test_missing_required_record_field() -> None:
     del d["verdict"]
     with pytest.raises(DataError, match="missing field 'verdict'"):
         Record.from_json(d)
+
+
+def test_run_provenance_names_the_code_that_ran(tmp_path: Path) -> None:
+    """experiment.json carries the git commit of the source that ran (and whether it had local changes); a file
+    written before the field existed still loads, with no code named."""
+    import subprocess
+
+    import safetydrift.provenance
+    from safetydrift.provenance import code_version
+    from safetydrift.records import RunProvenance
+
+    base = {"libraries": {"python": "3"}, "started": "s", "finished": "f", "cache_dir": "c",
+            "generation": {"max_new_tokens": 4}, "timings_s": {}, "datasets": []}
+    old = RunProvenance.from_json(base)
+    assert old.code is None and "code" not in old.to_json()
+    new = RunProvenance.from_json({**base, "code": {"commit": "ab" * 20, "dirty": False}})
+    assert RunProvenance.from_json(new.to_json()) == new and new.to_json()["code"]["commit"] == "ab" * 20
+    src = Path(__file__).resolve().parents[1] / "src" / "safetydrift"
+    git = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True)
+    got = code_version()
+    if git.returncode == 0 and Path(safetydrift.provenance.__file__).resolve().is_relative_to(src):
+        assert got is not None and got["commit"] == git.stdout.strip() and isinstance(got["dirty"], bool)
+    else:  # not a checkout (or the package runs from elsewhere): nothing is claimed
+        assert got is None or len(got["commit"]) == 40

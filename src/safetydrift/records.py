@@ -383,6 +383,9 @@ class RunProvenance(_Row):
     generation: GenerationConfig
     timings_s: Mapping[str, float]
     datasets: tuple[tuple[str, str], ...]  # (name, sha256) of every dataset the run's records used
+    code: Mapping[str, Any] | None = None  # {"commit", "dirty"} of the source that ran (None: not a git checkout)
+
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"code"})
 
 
 @dataclass(frozen=True, kw_only=True)

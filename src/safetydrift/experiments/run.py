@@ -20,7 +20,7 @@ from safetydrift.expectations import check_expectations, runner_up_pairs
 from safetydrift.experiments.executors import EXECUTORS
 from safetydrift.experiments.schema import Experiment
 from safetydrift.experiments.utility import utility_requests, utility_rows
-from safetydrift.provenance import library_versions
+from safetydrift.provenance import code_version, library_versions
 from safetydrift.records import (
     AsrRow,
     Comparison,
@@ -135,7 +135,7 @@ def _run_experiment(exp: Experiment, out: Path, ctx: Context) -> ExperimentResul
         provenance=RunProvenance(
             libraries=library_versions(), started=started, finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             cache_dir=str(ctx.cache_dir), generation=exp.gen, timings_s=timings,
-            datasets=tuple(sorted({(r.dataset, r.dataset_sha256) for r in records}))),
+            datasets=tuple(sorted({(r.dataset, r.dataset_sha256) for r in records})), code=code_version()),
     )
     atomic_write_text(out / "experiment.json", json.dumps(result.to_json(), indent=2, default=str))
     if safety:  # the same summary.json contract as `safetydrift eval`
