@@ -386,11 +386,21 @@ def test_api_key_is_required_and_compared_in_constant_time(monkeypatch: pytest.M
 
 
 # ----------------------------------------------------------------------------------------------- CLI
+def _ctrl_c_as_from_a_terminal() -> None:
+    """In the server's process before it starts: SIGINT delivered and handled by default, as when a user runs
+    it from a shell. A test process may have inherited SIGINT ignored (a background job of a non-interactive
+    shell) or blocked, and a child inherits both: then the server rightly ignores the test's Ctrl-C (seen: the
+    server still in ``select`` 30 s after it, in a suite launched in the background)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_cli_serve_tiny_random_with_api_key(tmp_path: Path) -> None:
     env = {**os.environ, "SAFETYDRIFT_CACHE": str(tmp_path / "cache"), "SAFETYDRIFT_API_KEY": "k-123",
            "HF_HUB_OFFLINE": "1", "PYTHONFAULTHANDLER": "1"}  # SIGABRT dumps every thread's stack
     proc = subprocess.Popen([sys.executable, "-m", "safetydrift", "serve", "tiny-random", "--port", "0",
-                             "--max-queue", "8"], env=env, stderr=subprocess.PIPE, text=True)
+                             "--max-queue", "8"], env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_as_from_a_terminal)
     stderr = ""
     try:
         url = None
