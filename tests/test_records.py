@@ -135,3 +135,38 @@ def test_run_provenance_names_the_code_that_ran(tmp_path: Path) -> None:
         assert got is not None and got["commit"] == git.stdout.strip() and isinstance(got["dirty"], bool)
     else:  # not a checkout (or the package runs from elsewhere): nothing is claimed
         assert got is None or len(got["commit"]) == 40
+
+
+def test_code_version_names_only_a_checkout_of_its_own_source(tmp_path: Path) -> None:
+    """A copy of the package inside someone else's repository (a wheel in a project's .venv) names no commit;
+    once its file is tracked there, the commit is named, and an edit marks it dirty."""
+    import importlib.util
+    import shutil
+    import subprocess
+
+    import safetydrift.provenance
+
+    repo = tmp_path / "project"
+    pkg = repo / ".venv" / "safetydrift"
+    pkg.mkdir(parents=True)
+    shutil.copy(safetydrift.provenance.__file__, pkg / "provenance.py")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "README").write_text("x")
+    subprocess.run([*git, "add", "README"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+
+    def load() -> object:
+        spec = importlib.util.spec_from_file_location(f"prov{len(list(tmp_path.iterdir()))}", pkg / "provenance.py")
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod.code_version()
+
+    assert load() is None  # the enclosing repository's HEAD is not this code's commit
+    subprocess.run([*git, "add", ".venv/safetydrift/provenance.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "y"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert load() == {"commit": head, "dirty": False}
+    (pkg / "provenance.py").write_text((pkg / "provenance.py").read_text() + "\n# edited\n")
+    assert load() == {"commit": head, "dirty": True}

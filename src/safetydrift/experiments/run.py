@@ -75,6 +75,7 @@ def run_experiment(exp: Experiment, out: Path, ctx: Context) -> ExperimentResult
 def _run_experiment(exp: Experiment, out: Path, ctx: Context) -> ExperimentResult:
     out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    code = code_version()  # now, not at the end: a commit made during the run is not the code that ran
     timings: dict[str, float] = {}
     build_times: dict[str, float] = {}
     store = ResultStore(out / "results.jsonl")
@@ -135,7 +136,7 @@ def _run_experiment(exp: Experiment, out: Path, ctx: Context) -> ExperimentResul
         provenance=RunProvenance(
             libraries=library_versions(), started=started, finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             cache_dir=str(ctx.cache_dir), generation=exp.gen, timings_s=timings,
-            datasets=tuple(sorted({(r.dataset, r.dataset_sha256) for r in records})), code=code_version()),
+            datasets=tuple(sorted({(r.dataset, r.dataset_sha256) for r in records})), code=code),
     )
     atomic_write_text(out / "experiment.json", json.dumps(result.to_json(), indent=2, default=str))
     if safety:  # the same summary.json contract as `safetydrift eval`

@@ -89,9 +89,11 @@ def run_sweep(exp: Experiment, out: Path, ctx: Context, executor: str = "local")
     """Cells, then the experiment's own analysis and report, then the map's verdicts and page."""
     from safetydrift.analysis.freelunch import Rules, SweepRow, decide, evidence, parting_dose, scale_tests
     from safetydrift.experiments import ensure_not_running_inside, run_experiment
+    from safetydrift.provenance import code_version
     from safetydrift.report.sweep import render_sweep_report
     from safetydrift.store import OutputLock, atomic_write_text
 
+    code_version()  # fixed for this process at its start (cached): the cells take hours, commits may land meanwhile
     spec = exp.sweep
     assert spec is not None
     out.mkdir(parents=True, exist_ok=True)
