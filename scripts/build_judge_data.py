@@ -232,17 +232,7 @@ def grow_prompts(work: Path, seed: int, per_framing: int = 16) -> None:
         held = {r["request"] for r in csv.DictReader(old.open()) if r["side"] == "heldout"}
         assert not held & {r["request"] for r in rows}, "a grown request is on the held-out side"
     work.mkdir(parents=True, exist_ok=True)
-    with (work / "assignments-grow.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    for g in gens:
-        with (work / f"prompts-grow-{g}.csv").open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["prompt", "category"])
-            for r in rows:
-                if r["generator"] == g:
-                    w.writerow([r["prompt"], r["category"]])
+    _write_assignments(work, "grow", rows, gens)
     counts = {g: sum(r["generator"] == g for r in rows) for g in gens}
     print(f"grow: {len(rows)} train-side prompts {counts}")
 
@@ -366,6 +356,7 @@ def grow_pyrit_prompts(work: Path, seed: int, wheel: Path, per_framing: int = 3)
 
 
 def _write_assignments(work: Path, tag: str, rows: list[dict[str, str]], gens: list[str]) -> None:
+    """``assignments-<tag>.csv`` (every prompt with its side and generator) and one prompt file per generator."""
     with (work / f"assignments-{tag}.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()

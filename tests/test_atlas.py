@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from conftest import load_script
 from safetydrift.analysis.freelunch import SweepRow, decide, evidence
 from safetydrift.errors import DataError
 from safetydrift.experiments.sweep import parse_sweep
@@ -174,13 +175,8 @@ def test_a_missing_or_broken_part_is_one_line_and_nothing_is_written(tmp_path: P
 
 
 def _archive_module() -> Any:
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location("archive_part", Path(__file__).parents[1] / "scripts" / "archive_part.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("archive_part")
 
 
 def test_an_archived_part_draws_the_same_map_and_a_broken_one_leaves_nothing(tmp_path: Path) -> None:

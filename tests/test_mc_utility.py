@@ -5,7 +5,6 @@ tiny-random, the data's invariants, and the experiment's utility row, CSV and pa
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 from collections import Counter
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import load_script
 from safetydrift.analysis.mc import (
     McItem,
     continuation_loglik,
@@ -254,11 +254,7 @@ def test_no_question_is_one_the_align_step_trains_on() -> None:
 
 
 def test_the_generator_reproduces_the_packaged_file() -> None:
-    spec = importlib.util.spec_from_file_location("make_mc_utility", ROOT / "scripts" / "make_mc_utility.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert mod.main(["--check"]) == 0
+    assert load_script("make_mc_utility").main(["--check"]) == 0
 
 
 def test_dataset_registration(ctx: Context) -> None:

@@ -3,7 +3,6 @@ stops the chain with one line."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +11,13 @@ from typing import Any
 
 import pytest
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("run_parts", ROOT / "scripts" / "run_parts.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("run_parts")
 
 
 def _chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: tuple[str, str] | None,
