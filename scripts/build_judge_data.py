@@ -370,9 +370,11 @@ def _write_assignments(work: Path, tag: str, rows: list[dict[str, str]], gens: l
                     w.writerow([r["prompt"], r["category"]])
 
 
-def generate(work: Path, max_new_tokens: int, only: list[str] | None, tag: str = "") -> None:
+def generate(work: Path, max_new_tokens: int, only: list[str] | None, tag: str = "",
+             generators: dict[str, str] | None = None) -> None:
+    """Each generator (default: all of :data:`GENERATORS`) answers its prompt file through ``safetydrift eval``."""
     tag = f"{tag}-" if tag else ""
-    for g, recipe in GENERATORS.items():
+    for g, recipe in (GENERATORS if generators is None else generators).items():
         if only and g not in only or not (work / f"prompts-{tag}{g}.csv").exists():
             continue
         cmd = [sys.executable, "-m", "safetydrift", "eval", "--model", recipe, "--dataset",

@@ -147,9 +147,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report = args.report
     if report is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import importlib.util
+
         from safetydrift.report.experiment_report import render_experiment_report
-        from test_experiment_report import make_experiment
+
+        spec = importlib.util.spec_from_file_location(
+            "test_experiment_report", Path(__file__).resolve().parent / "test_experiment_report.py")
+        assert spec is not None and spec.loader is not None
+        helpers = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(helpers)
+        make_experiment = helpers.make_experiment
 
         out = Path(tempfile.mkdtemp(prefix="sd-report-"))
         exp, records = make_experiment(out)

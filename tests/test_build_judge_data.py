@@ -97,3 +97,21 @@ def test_merge_names_a_pyrit_template_instead_of_quoting_it(mod: ModuleType, tmp
     (got,) = list(csv.DictReader((out / "judge_train_pyrit.csv").open()))
     assert got["prompt"] == "[pyrit:fresh.yaml] Do a bad thing" and "sailors" not in got["prompt"]
     assert (got["refusal"], got["refusal_a"], got["refusal_b"], got["resolved"]) == ("1", "1", "0", "third read")
+
+
+def test_harm_build_generates_with_its_own_generators_without_patching_the_sibling(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_harm_data passes its four generators to build_judge_data.generate; it used to swap the sibling's
+    module global (and reached it through a ``sys.path`` edit)."""
+    harm = load_script("build_harm_data")
+    bjd = harm._bjd
+    before = dict(bjd.GENERATORS)
+    for g in ("smollm2", "qwen-q8", "smollm2-train-only-not-harm"):
+        (tmp_path / f"prompts-{g}.csv").write_text("prompt\nhi\n")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(bjd.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    harm.generate(tmp_path, 16, None)
+    models = [c[c.index("--model") + 1] for c in calls]
+    assert models == [harm.GENERATORS["smollm2"], harm.GENERATORS["qwen-q8"]]
+    assert all(c[c.index("--max-new-tokens") + 1] == "16" for c in calls)
+    assert before == bjd.GENERATORS and set(harm.GENERATORS) < set(before)

@@ -5,19 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-try:
-    from safetydrift.datasets import benign_task as bt
-    from safetydrift.datasets import training as tr
-except ImportError:  # package not installed: fall back to the src layout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from safetydrift.datasets import benign_task as bt
-    from safetydrift.datasets import training as tr
-
+from safetydrift.datasets import benign_task as bt
+from safetydrift.datasets import training as tr
 from safetydrift.errors import SpecError
 
 DATA = Path(tr.__file__).resolve().parent / "data"
