@@ -128,3 +128,30 @@ def test_ray_executor_without_ray_is_one_line(monkeypatch: pytest.MonkeyPatch, c
             call()
         assert "\n" not in str(e.value)
     assert not (tmp_path / "parts").exists()  # nothing built or written before the error
+
+
+def test_the_decision_cell_is_named_by_the_first_dataset_and_attacks_own_records(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The decision cell comes from the records of the config's first dataset and attack (it used to be the
+    first row of the ASR table, right only while that table kept the config's order); the headline judge's
+    records only; no records is a one-line error, not an empty map."""
+    from safetydrift.experiments import executors, sweep_run
+    from safetydrift.records import Record
+
+    exp = parse_experiment({"name": "m", "sweep": SWEEP, "judges": ["keyword", "keyword:list=gcg"],
+                            "datasets": ["advbench50:n=2", "benign:n=2"], "attacks": ["direct"]})
+    seen: list = []
+
+    def fake(groups, ctx, store, *a, **kw):
+        req = groups[0][0]
+        seen.append((req.dataset, req.attack))
+        return [[Record(run_key="k", model=m, dataset="advbench50:n=2", attack="direct", item_id=str(i), unit="0",
+                        judge=j, verdict="success") for m in req.models for i in range(2) for j in req.judges]]
+
+    monkeypatch.setattr(executors, "eval_groups", fake)
+    cell, recs = sweep_run._decision_records(exp, None, tmp_path, "keyword:list=gcg")
+    assert seen == [(exp.datasets[0], exp.attacks[0])]
+    assert cell == ("advbench50:n=2", "direct", "keyword:list=gcg")
+    assert recs and {r.judge for r in recs} == {"keyword:list=gcg"} and len(recs) == 2 * len(exp.variants)
+    with pytest.raises(SpecError, match="no records of judge 'refusal'"):
+        sweep_run._decision_records(exp, None, tmp_path, "refusal")

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from safetydrift.errors import SpecError
+
 if TYPE_CHECKING:
     from safetydrift.analysis.freelunch import SweepRow
     from safetydrift.context import Context
@@ -106,8 +108,7 @@ def run_sweep(exp: Experiment, out: Path, ctx: Context, executor: str = "local")
     t_analysis = time.perf_counter()
     rules = Rules()
     with OutputLock(out):
-        cell = _decision_cell(result)
-        records = _primary_records(exp, ctx, out, cell)
+        cell, records = _decision_records(exp, ctx, out, result.headline_judge or exp.judges[0])
         controls = control_kinds(spec)
         rows = [SweepRow(e, decide(e, rules)) for e in evidence(
             spec, result, cell, _scale_p(spec, exp, records, cell, scale_tests, controls), rules, controls)]
@@ -150,22 +151,21 @@ def _log_run(out: Path, entry: dict[str, Any]) -> None:
         f.write(json.dumps(entry, default=str) + "\n")
 
 
-def _decision_cell(result: ExperimentResult) -> tuple[str, str, str]:
-    """The first dataset and attack as the records name them, and the headline (first) judge."""
-    first = result.asr[0]
-    return first.dataset, first.attack, result.headline_judge or first.judge
-
-
-def _primary_records(exp: Experiment, ctx: Context, out: Path, cell: tuple[str, str, str]) -> list[Record]:
-    """This run's records of the first dataset and attack (a store lookup: nothing is generated)."""
+def _decision_records(exp: Experiment, ctx: Context, out: Path, judge: str) -> tuple[tuple[str, str, str],
+                                                                                list[Record]]:
+    """The decision cell (the first dataset and attack, as the records name them, and the headline judge) and
+    its records: a store lookup, nothing is generated. The names come from the records of the config's first
+    dataset and attack themselves, not from the order of the ASR table."""
     from safetydrift.experiments.executors import eval_groups
     from safetydrift.runner import EvalRequest
     from safetydrift.store import ResultStore
 
     req = EvalRequest(models=[v.recipe for v in exp.variants], dataset=exp.datasets[0], attack=exp.attacks[0],
                       judges=exp.judges, gen=exp.gen, backend=exp.backend)
-    recs = eval_groups([[req]], ctx, ResultStore(out / "results.jsonl"))[0]
-    return [r for r in recs if r.judge == cell[2]]
+    recs = [r for r in eval_groups([[req]], ctx, ResultStore(out / "results.jsonl"))[0] if r.judge == judge]
+    if not recs:
+        raise SpecError(f"sweep {exp.name}: no records of judge {judge!r} on {exp.datasets[0]} / {exp.attacks[0]}")
+    return (recs[0].dataset, recs[0].attack, judge), recs
 
 
 def control_kinds(spec: Any) -> dict[str, str]:
