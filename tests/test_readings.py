@@ -114,3 +114,28 @@ def test_a_rerun_reads_no_model_and_gives_the_same_utility(tmp_path: Path, monke
     assert {u.variant: u for u in third.utility}["twin"].kl_harmful == pytest.approx(twin.kl_harmful)
     doc = json.loads(next((tmp_path / "cache" / "readings" / "kl_harmful").glob("*.json")).read_text())
     assert doc["key"]["variant"] != doc["key"]["reference"]
+
+
+def test_a_gguf_margin_key_names_the_tokenizer_its_token_sets_come_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GGUF's margins take their refusal/compliance token sets from the nearest HF tokenizer up its recipe,
+    so that tokenizer's files are in the key: an edited tokenizer is a new reading, an HF model's key is as
+    before (its own side files are already in :func:`model_key`)."""
+    from safetydrift.analysis import margin
+    from safetydrift.experiments.utility import margin_model_key
+
+    tok = tmp_path / "hf"
+    tok.mkdir()
+    (tok / "tokenizer_config.json").write_text('{"a": 1}')
+    found: list[Path | None] = [tok]
+    monkeypatch.setattr(margin, "nearest_hf_tokenizer", lambda model, ctx: found[0])
+    gguf = ResolvedModel(spec="m>gguf", kind="gguf", path=tmp_path / "m.gguf", weights_sha256="ab")
+    before = margin_model_key(gguf, None)
+    assert before is not None and before["token_sets_from"][0][0] == "tokenizer_config.json"
+    (tok / "tokenizer_config.json").write_text('{"a": 2}')
+    assert margin_model_key(gguf, None) != before
+    found[0] = None
+    assert margin_model_key(gguf, None) == {**model_key(gguf), "token_sets_from": None}
+    hf = ResolvedModel(spec="x", kind="hf", path=tmp_path / "nope", weights_sha256="ab")
+    assert margin_model_key(hf, None) == model_key(hf)
+    assert margin_model_key(ResolvedModel(spec="y", kind="gguf", path=None, weights_sha256=None), None) is None

@@ -68,11 +68,15 @@ def model_key(model: ResolvedModel | None) -> dict[str, Any] | None:
         return None
     key: dict[str, Any] = {"kind": model.kind, "weights": model.weights_sha256}
     if model.path is not None and Path(model.path).is_dir():
-        from safetydrift.hashing import sha256_file
-
-        d = Path(model.path)
-        key["side_files"] = sorted((f, sha256_file(d / f)) for f in _HF_SIDE_FILES if (d / f).is_file())
+        key["side_files"] = side_files(Path(model.path))
     return key
+
+
+def side_files(checkpoint: Path) -> list[tuple[str, str]]:
+    """(name, sha256) of a checkpoint directory's tokenizer, chat template and config files."""
+    from safetydrift.hashing import sha256_file
+
+    return sorted((f, sha256_file(checkpoint / f)) for f in _HF_SIDE_FILES if (checkpoint / f).is_file())
 
 
 class Readings:

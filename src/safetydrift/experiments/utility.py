@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from safetydrift.context import Context
-from safetydrift.experiments.readings import Readings, model_key
+from safetydrift.experiments.readings import Readings, model_key, side_files
 from safetydrift.experiments.schema import Experiment
 from safetydrift.records import Record, UtilityRow
 from safetydrift.runner import EvalRequest
@@ -252,7 +252,7 @@ def _read_margins(exp: Experiment, ctx: Context) -> tuple[dict[str, Margins], di
     resolved = {v.name: ctx.resolve(v.recipe) for v in exp.variants}
 
     def margin_key(name: str) -> dict[str, Any] | None:
-        return _material(model=model_key(resolved[name]), **settings)
+        return _material(model=margin_model_key(resolved[name], ctx), **settings)
 
     def kl_key(name: str, ref: str) -> dict[str, Any] | None:
         return _material(variant=model_key(resolved[name]), reference=model_key(resolved[ref]), **settings)
@@ -290,6 +290,18 @@ def _read_margins(exp: Experiment, ctx: Context) -> tuple[dict[str, Margins], di
         memo.put("kl_harmful", kl_key(name, ref), {"kl": kl_h, "n": kl_n})
     got = {**{n: m for n, m in cached.items() if n not in fresh}, **fresh}
     return {v.name: got[v.name] for v in exp.variants if v.name in got}, kls, prompts
+
+
+def margin_model_key(model: ResolvedModel, ctx: Context) -> dict[str, Any] | None:
+    """A model's key for its refusal margins: :func:`model_key`, and for a GGUF the side files of the HF
+    tokenizer its refusal/compliance token sets come from (the nearest checkpoint up its recipe)."""
+    from safetydrift.analysis.margin import nearest_hf_tokenizer
+
+    key = model_key(model)
+    if key is not None and model.kind == "gguf":
+        tok = nearest_hf_tokenizer(model, ctx)
+        key = {**key, "token_sets_from": None if tok is None else side_files(tok)}
+    return key
 
 
 def _readings(ctx: Context) -> Readings:
