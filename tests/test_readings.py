@@ -139,3 +139,21 @@ def test_a_gguf_margin_key_names_the_tokenizer_its_token_sets_come_from(
     hf = ResolvedModel(spec="x", kind="hf", path=tmp_path / "nope", weights_sha256="ab")
     assert margin_model_key(hf, None) == model_key(hf)
     assert margin_model_key(ResolvedModel(spec="y", kind="gguf", path=None, weights_sha256=None), None) is None
+
+
+def test_nearest_hf_tokenizer_walks_up_the_recipe_without_resolving_the_gguf_itself(tmp_path: Path) -> None:
+    from safetydrift.analysis.margin import nearest_hf_tokenizer
+
+    kinds = {"tiny-random": "hf", "tiny-random>align": "hf", "tiny-random>align>quantize:method=gguf": "gguf"}
+    asked: list[str] = []
+
+    class FakeCtx:
+        def resolve(self, recipe: object) -> ResolvedModel:
+            asked.append(str(recipe))
+            return ResolvedModel(spec=str(recipe), kind=kinds[str(recipe)], path=tmp_path / str(recipe),
+                                 weights_sha256="ab")
+
+    spec = "tiny-random>align>quantize:method=gguf"
+    gguf = ResolvedModel(spec=spec, kind="gguf", path=tmp_path / "m.gguf", weights_sha256="cd")
+    assert nearest_hf_tokenizer(gguf, FakeCtx()) == tmp_path / "tiny-random>align"
+    assert asked == ["tiny-random>align"]  # the GGUF's own recipe is never resolved again

@@ -182,7 +182,7 @@ def nearest_hf_tokenizer(resolved: ResolvedModel, ctx: Context) -> Path | None:
         chain = parse_recipe(resolved.spec).prefixes()
     except SpecError:
         return None
-    for recipe in reversed(chain):
+    for recipe in reversed(chain[:-1] if resolved.kind != "hf" else chain):  # the model itself is not an HF one
         m = ctx.resolve(recipe)
         if m.kind == "hf" and m.path is not None:
             return Path(m.path)

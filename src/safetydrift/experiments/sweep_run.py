@@ -108,7 +108,10 @@ def run_sweep(exp: Experiment, out: Path, ctx: Context, executor: str = "local")
     t_analysis = time.perf_counter()
     rules = Rules()
     with OutputLock(out):
-        cell, records = _decision_records(exp, ctx, out, result.headline_judge or exp.judges[0])
+        from safetydrift.spec import parse_component
+
+        judge = result.headline_judge or str(parse_component(exp.judges[0]))  # as the records name it
+        cell, records = _decision_records(exp, ctx, out, judge)
         controls = control_kinds(spec)
         rows = [SweepRow(e, decide(e, rules)) for e in evidence(
             spec, result, cell, _scale_p(spec, exp, records, cell, scale_tests, controls), rules, controls)]

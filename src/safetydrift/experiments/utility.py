@@ -251,8 +251,11 @@ def _read_margins(exp: Experiment, ctx: Context) -> tuple[dict[str, Margins], di
         settings.update(items=items_hash(items), prompts=prompts)
     resolved = {v.name: ctx.resolve(v.recipe) for v in exp.variants}
 
+    margin_keys = {name: _material(model=margin_model_key(model, ctx), **settings)
+                   for name, model in resolved.items()}  # once: a GGUF's key resolves its recipe's prefixes
+
     def margin_key(name: str) -> dict[str, Any] | None:
-        return _material(model=margin_model_key(resolved[name], ctx), **settings)
+        return margin_keys[name]
 
     def kl_key(name: str, ref: str) -> dict[str, Any] | None:
         return _material(variant=model_key(resolved[name]), reference=model_key(resolved[ref]), **settings)
