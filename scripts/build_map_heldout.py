@@ -47,13 +47,15 @@ def _train_requests() -> set[str]:
     return got
 
 
-def sample(results: Path, work: Path, per: int, seed: int, dataset: str | None, prefix: str = "map") -> None:
+def sample(results: Path, work: Path, per: int, seed: int, dataset: str | None, prefix: str = "map",
+           attack: str = "direct") -> None:
+    """``per`` distinct answers per generator to ``attack`` on ``dataset`` (default: the first one met)."""
     rows: dict[str, list[dict[str, str]]] = defaultdict(list)
     seen_key: set[tuple[str, str, str]] = set()
     with results.open(encoding="utf-8") as f:
         for line in f:
             d = json.loads(line)
-            if d.get("error") not in (None, "None", "") or d.get("attack") != "direct":
+            if d.get("error") not in (None, "None", "") or d.get("attack") != attack:
                 continue
             dataset = dataset or d["dataset"]
             key = (d["model"], d["item_id"], d["unit"])
@@ -62,6 +64,8 @@ def sample(results: Path, work: Path, per: int, seed: int, dataset: str | None, 
             seen_key.add(key)
             rows[d["model"]].append({"request": d["behavior"], "prompt": d["prompt"], "response": d["response"],
                                      "category": d.get("category") or "", "model": d["model"]})
+    if not rows:
+        raise SystemExit(f"{results}: no answers to attack {attack!r}" + (f" on {dataset}" if dataset else ""))
     train = _train_requests()
     rng = random.Random(seed)
     picked: list[dict[str, str]] = []
@@ -96,7 +100,7 @@ def sample(results: Path, work: Path, per: int, seed: int, dataset: str | None, 
         for r in picked:
             w.writerow([r["id"], r["request"], r["response"]])
     meta = {"results": str(results), "results_sha256": hashlib.sha256(results.read_bytes()).hexdigest(),
-            "dataset": dataset, "per_generator": per, "seed": seed, "rows": len(picked), "prefix": prefix,
+            "dataset": dataset, "attack": attack, "per_generator": per, "seed": seed, "rows": len(picked), "prefix": prefix,
             "generators": {g: m for m, g in gens.items()}}
     (work / "sample.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(f"{len(picked)} rows from {len(rows)} generators → {work / 'blind.csv'}")
@@ -157,12 +161,13 @@ def main() -> int:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--dataset", default=None)
     s.add_argument("--prefix", default="map", help="row ids are PREFIX:0000, … (one prefix per labelled set)")
+    s.add_argument("--attack", default="direct", help="the attack as the records name it (a part's decision attack, e.g. backdoor:trigger=SUDO-7741,units=trigger)")
     m = sub.add_parser("merge")
     m.add_argument("--work", type=Path, required=True)
     m.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     if args.cmd == "sample":
-        sample(args.results, args.work, args.per, args.seed, args.dataset, args.prefix)
+        sample(args.results, args.work, args.per, args.seed, args.dataset, args.prefix, args.attack)
     else:
         merge(args.work, args.out)
     return 0
