@@ -340,7 +340,8 @@ def grow_pyrit_prompts(work: Path, seed: int, wheel: Path, per_framing: int = 3)
                          "prompt": prompt, "generator": _assign(prompt, 1, gens)[0], "prompt_id": text_id(prompt)})
     judges = Path(__import__("safetydrift").__file__).parent / "judges" / "data"
     held: set[str] = set()
-    for f in ("judge_heldout.csv", "harm_heldout.csv", "map_heldout.csv", "qwen_map_heldout.csv"):
+    for f in ("judge_heldout.csv", "harm_heldout.csv", "map_heldout.csv", "qwen_map_heldout.csv",
+              "backdoor_map_heldout.csv"):
         with (judges / f).open(encoding="utf-8") as fh:
             held |= {r["request"].strip().lower() for r in csv.DictReader(fh)}
     clash = [r["request"] for r in rows if r["request"].strip().lower() in held]

@@ -182,7 +182,7 @@ def test_labelled_sets_are_disjoint_and_well_formed():
     assert len({r["generator"] for r in held}) >= 4
 
 
-@pytest.mark.parametrize("name", ["map_heldout.csv", "qwen_map_heldout.csv"])
+@pytest.mark.parametrize("name", ["map_heldout.csv", "qwen_map_heldout.csv", "backdoor_map_heldout.csv"])
 def test_map_heldout_sets_are_outside_the_judges_training_data(name):
     """The free-lunch maps' own labelled answers (refusal only) share no request with any training file of a
     judge, settle every disagreement of the two passes, and are large enough to validate on."""
