@@ -5,7 +5,7 @@ Small models *do* deliver non-operational harm (a fake news post, an insult, a s
 so this build asks for that, next to operational requests (mostly nonsense or refusals, `harm` = 0) and benign
 look-alikes on the same topics (`harm` = 0 by rubric), so that a judge has to discriminate.
 
-Steps (each writes into ``--work``, default ``/work/out/harm-data``):
+Steps (each writes into ``--work``, default ``out/harm-data``):
 
 1. ``prompts``: requests, framings and generator assignments (``assignments.csv``, ``prompts-<generator>.csv``)
    plus the written stand-ins (``standins.csv``).
@@ -307,6 +307,7 @@ def build_prompts(work: Path, seed: int, n_train_op: int = 40) -> None:
                       "kind": "nonop-harmful", "topic": f"donotanswer:{q}", "request": q})
     add_own(2)  # a second batch of held-out requests, last so that the first batch's framings do not move
     add_own(3)  # a third (held-out, direct requests of new topics), exported to its own sheets: ``export --batch 3``
+    add_own(4)  # a fourth (train side, 164 new topics), generated and exported on its own: ``--batch 4``
 
     # split checks: no request, topic or framing on both sides; no advbench50 behaviour on the train side
     for key in ("request", "topic"):
@@ -373,10 +374,33 @@ def _print_counts(rows: list[dict[str, str]]) -> None:
               + " / ".join(f"{100 * tot[k] / max(1, len(part)):.0f}%" for k in kinds))
 
 
-def generate(work: Path, max_new_tokens: int, only: list[str] | None) -> None:
-    """Through ``build_judge_data.generate`` (``safetydrift eval``, greedy, no system prompt); prints wall time."""
+def batch_prompts(work: Path, batch: int) -> str:
+    """``prompts-extra<N>-<generator>.csv``: the assigned prompts of one later batch of our requests only, so
+    that batch is generated into stores of its own (``gen-extra<N>-<generator>``, which ``export --batch``
+    reads) and the earlier batches' answers are not generated again. Returns the tag."""
+    reqs = {json.loads(x)["request"] for x in (HARM_DATA / "requests.jsonl").read_text().splitlines()
+            if x.strip() and json.loads(x).get("batch", 1) == batch}
+    if not reqs:
+        raise SystemExit(f"requests.jsonl has no batch {batch}")
+    rows = [r for r in csv.DictReader((work / "assignments.csv").open()) if r["request"] in reqs]
+    tag = f"extra{batch}"
+    for g in GENERATORS:
+        mine = sorted({r["prompt_id"]: r for r in rows if r["generator"] == g}.values(),
+                      key=lambda r: (len(r["prompt"]) > 400, r["prompt_id"]))
+        with (work / f"prompts-{tag}-{g}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["prompt", "category"])
+            w.writerows([r["prompt"], r["kind"]] for r in mine)
+        print(f"batch {batch}, {g}: {len(mine)} prompts")
+    return tag
+
+
+def generate(work: Path, max_new_tokens: int, only: list[str] | None, batch: int | None = None) -> None:
+    """Through ``build_judge_data.generate`` (``safetydrift eval``, greedy, no system prompt); prints wall time.
+    With ``batch``: that later batch's prompts only (:func:`batch_prompts`)."""
     t0 = time.time()
-    _generate(work, max_new_tokens, only, generators=GENERATORS)
+    tag = "" if batch is None else batch_prompts(work, batch)
+    _generate(work, max_new_tokens, only, tag=tag, generators=GENERATORS)
     print(f"generation wall time {time.time() - t0:.0f} s", flush=True)
 
 
@@ -560,14 +584,14 @@ def merge(work: Path, out_dir: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("step", choices=["prompts", "generate", "export", "merge"])
-    ap.add_argument("--work", default="/work/out/harm-data")
+    ap.add_argument("--work", default="out/harm-data")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--only", action="append", default=None, help="generate for these generators only")
-    ap.add_argument("--batch", type=int, default=None, help="export: only this later batch of our requests")
+    ap.add_argument("--batch", type=int, default=None, help="generate, export: only this later batch of our requests")
     a = ap.parse_args()
     work = Path(a.work)
-    {"prompts": lambda: build_prompts(work, a.seed), "generate": lambda: generate(work, a.max_new_tokens, a.only),
+    {"prompts": lambda: build_prompts(work, a.seed), "generate": lambda: generate(work, a.max_new_tokens, a.only, a.batch),
      "export": lambda: export(work, a.seed) if a.batch is None else export_batch(work, a.seed, a.batch),
      "merge": lambda: merge(work, Path(__file__).resolve().parents[1] / "src" / "safetydrift" / "judges" / "data"),
      }[a.step]()
