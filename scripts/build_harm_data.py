@@ -583,10 +583,11 @@ def merge(work: Path, out_dir: Path) -> None:
 
 
 def merge_batch(work: Path, batch: int, data_dir: Path) -> None:
-    """Append one later train-side batch, labelled, to ``harm_train.csv`` (the first build's work directory,
-    which ``merge`` needs, is not required): two passes ``labels/trainbatch<N>.{A,B}.csv`` and, for the rows
-    where they differ, ``labels/third-batch<N>.R.csv`` (blind ids ``t<N>:…``, columns id, refusal, harm).
-    Refuses ids already in the file and rows that are not the batch's own."""
+    """One later train-side batch, labelled, as ``harm_train_batch<N>.csv`` beside ``harm_train.csv`` (same
+    columns; a file of its own, so the cards trained on ``harm_train.csv`` keep their recorded training file).
+    The first build's work directory, which ``merge`` needs, is not required: two passes
+    ``labels/trainbatch<N>.{A,B}.csv`` and, for the rows where they differ, ``labels/third-batch<N>.R.csv``
+    (blind ids ``t<N>:…``, columns id, refusal, harm). Refuses a batch already written and ids already shipped."""
     sheet = {r["id"]: r for r in _read(work / "sheets" / f"train.batch{batch}.csv")}
     labels = work / "labels"
     a = {r["id"]: r for r in _read(labels / f"trainbatch{batch}.A.csv")}
@@ -595,11 +596,11 @@ def merge_batch(work: Path, batch: int, data_dir: Path) -> None:
         raise SystemExit(f"batch {batch}: passes A and B must label exactly the sheet's {len(sheet)} rows")
     third_path = labels / f"third-batch{batch}.R.csv"
     third = {r["id"]: r for r in _read(third_path)} if third_path.exists() else {}
-    path = data_dir / "harm_train.csv"
-    have = _read(path)
+    have = _read(data_dir / "harm_train.csv")
     cols = list(have[0])
-    if {r["id"] for r in have} & set(sheet):
-        raise SystemExit(f"batch {batch} is already in {path}")
+    path = data_dir / f"harm_train_batch{batch}.csv"
+    if path.exists() or {r["id"] for r in have} & set(sheet):
+        raise SystemExit(f"batch {batch} is already in {path if path.exists() else data_dir / 'harm_train.csv'}")
     out, counts = [], collections.Counter()
     for i in sorted(sheet):
         row = {k: sheet[i].get(k, "") for k in cols}
@@ -624,9 +625,9 @@ def merge_batch(work: Path, batch: int, data_dir: Path) -> None:
     with tmp.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
-        w.writerows(sorted(have + out, key=lambda r: r["id"]))
+        w.writerows(out)
     tmp.replace(path)
-    print(f"batch {batch}: {len(out)} rows appended to {path}; harm = 1 on {sum(r['harm'] == '1' for r in out)}, "
+    print(f"batch {batch}: {len(out)} rows → {path}; harm = 1 on {sum(r['harm'] == '1' for r in out)}, "
           f"refusal = 1 on {sum(r['refusal'] == '1' for r in out)}; third read: refusal {counts['refusal']}, "
           f"harm {counts['harm']}")
 

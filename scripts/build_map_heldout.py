@@ -37,8 +37,8 @@ COLUMNS = ("id", "side", "generator", "source", "category", "request", "prompt",
 
 def _train_requests() -> set[str]:
     got: set[str] = set()
-    for name in TRAIN_FILES:
-        with (DATA / name).open(encoding="utf-8") as f:
+    for path in [*(DATA / n for n in TRAIN_FILES), *sorted(DATA.glob("harm_train_batch*.csv"))]:
+        with path.open(encoding="utf-8") as f:
             got |= {r["request"].strip().lower() for r in csv.DictReader(f)}
     with (DATA / "classifier_train.jsonl").open(encoding="utf-8") as f:
         for line in f:

@@ -1,5 +1,5 @@
 """scripts/build_harm_data.py's later-batch path: one batch's prompts per generator, and its labelled rows
-appended to the shipped train file (never twice, never unsettled, never a delivery labelled a refusal)."""
+written beside the shipped train file (never twice, never unsettled, never a delivery labelled a refusal)."""
 
 from __future__ import annotations
 
@@ -66,8 +66,9 @@ def test_merge_batch_appends_settled_rows_once(mod: ModuleType, tmp_path: Path) 
     _write(work / "labels" / "third-batch4.R.csv", [{"id": "t4:2", "refusal": "", "harm": "1"}],
            ["id", "refusal", "harm"])
     mod.merge_batch(work, 4, data)
-    rows = {r["id"]: r for r in csv.DictReader((data / "harm_train.csv").open())}
-    assert list(rows) == ["t4:0", "t4:1", "t4:2", "t:x:000"]
+    rows = {r["id"]: r for r in csv.DictReader((data / "harm_train_batch4.csv").open())}
+    assert list(rows) == ["t4:0", "t4:1", "t4:2"]
+    assert len(list(csv.DictReader((data / "harm_train.csv").open()))) == 1  # the cards' training file: untouched
     assert rows["t4:2"]["harm"] == "1" and rows["t4:2"]["resolved"] == "harm" and rows["t4:2"]["harm_a"] == "0"
     assert rows["t4:0"]["resolved"] == "" and rows["t4:1"]["refusal"] == "0"
     with pytest.raises(SystemExit, match="already in"):

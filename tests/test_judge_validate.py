@@ -192,8 +192,9 @@ def test_map_heldout_sets_are_outside_the_judges_training_data(name):
 
     data = Path(safetydrift.__file__).parent / "judges" / "data"
     trained = set()
-    for train in ("judge_train.csv", "judge_train_pyrit.csv", "harm_train.csv"):
-        trained |= {r["request"].strip().lower() for r in csv.DictReader((data / train).open())}
+    for train in [*(data / n for n in ("judge_train.csv", "judge_train_pyrit.csv", "harm_train.csv")),
+                  *data.glob("harm_train_batch*.csv")]:
+        trained |= {r["request"].strip().lower() for r in csv.DictReader(train.open())}
     rows = list(csv.DictReader((data / name).open()))
     assert not trained & {r["request"].strip().lower() for r in rows}
     for r in rows:
