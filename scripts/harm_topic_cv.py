@@ -16,6 +16,8 @@ the same topic and over-states the judge (CV κ 0.63 vs held-out κ 0.37). Here 
 Steps (run from the repository root with ``PYTHONPATH=src``, under ``nice -n 19`` with one thread):
 
     python scripts/harm_topic_cv.py cache --cache C.npz     # featurise the 893 rows once (~5 min on a busy CPU)
+    python scripts/harm_topic_cv.py cache --cache C4.npz --batches   # ... and the later train batches after them
+                                         # (every step then reads the cache's files; scored rows stay the 357)
     python scripts/harm_topic_cv.py groups --cache C.npz    # the topic groups (and the stricter topic+form ones)
     python scripts/harm_topic_cv.py run --cache C.npz --out topic.json    # card under request/topic folds, grid
     python scripts/harm_topic_cv.py run2 --cache C.npz --out nested.json [--merge-forms] [--only E]
@@ -60,18 +62,33 @@ DATA = Path(__file__).resolve().parents[1] / "src/safetydrift/judges/data"
 COS, JAC = 0.75, 0.5
 
 
-def load_rows() -> tuple[list[Any], list[dict[str, str]]]:
-    """The card's 893 training rows (same order as ``train.py``) and each row's CSV record (metadata)."""
+CARD_FILES = ("harm_train.csv", "judge_train.csv")
+
+
+def train_files(batches: bool) -> list[str]:
+    """The card's training files, and with ``batches`` the later labelled train batches after them (so the
+    card's 893 rows keep their indexes and the real-output rows scored stay those of ``harm_train.csv``)."""
+    return [*CARD_FILES, *(sorted(p.name for p in DATA.glob("harm_train_batch*.csv")) if batches else [])]
+
+
+def load_rows(files: list[str] | tuple[str, ...] = CARD_FILES) -> tuple[list[Any], list[dict[str, str]]]:
+    """The training rows of ``files`` (default: the card's 893, in ``train.py``'s order) and each row's CSV
+    record (metadata)."""
     from safetydrift.judges.train import read_rows
 
     rows, meta = [], []
-    for name in ("harm_train.csv", "judge_train.csv"):
+    for name in files:
         r, _ = read_rows(DATA / name, None, "harm")
         rows += r
         with (DATA / name).open(newline="", encoding="utf-8") as f:
             meta += [{**m, "file": name} for m in csv.DictReader(f)]
     assert all(a.request == b["request"] and a.response == b["response"] for a, b in zip(rows, meta, strict=True))
     return rows, meta
+
+
+def cached_files(z: Any) -> list[str]:
+    """The training files a feature cache was built from (caches before ``files`` was stored: the card's)."""
+    return [str(f) for f in z["files"]] if "files" in z else list(CARD_FILES)
 
 
 def _content(text: str) -> set[str]:
@@ -128,14 +145,15 @@ def topic_groups(requests: list[str], req_emb: np.ndarray, merge_forms: bool = F
                     "similarity_edges": edges, "groups": len(set(groups)), "largest_groups_rows": sizes[:8]}
 
 
-def cache(out: Path) -> None:
+def cache(out: Path, batches: bool = False) -> None:
     import torch
 
     torch.set_num_threads(1)
     from safetydrift.judges import harm_head
     from safetydrift.judges.classifier import embed
 
-    rows, meta = load_rows()
+    files = train_files(batches)
+    rows, meta = load_rows(files)
     pairs = [(r.request, r.response) for r in rows]
     t0 = time.perf_counter()
     x = harm_head.inputs(pairs)
@@ -143,7 +161,8 @@ def cache(out: Path) -> None:
     req_emb = np.asarray(embed(list(dict.fromkeys(r.request for r in rows))), dtype=np.float64)
     qi = {q: i for i, q in enumerate(dict.fromkeys(r.request for r in rows))}
     req_emb = req_emb[[qi[r.request] for r in rows]]
-    np.savez(out, feats=x.feats, resp_emb=x.resp_emb, req_emb=req_emb, y=np.array([r.label for r in rows]))
+    np.savez(out, feats=x.feats, resp_emb=x.resp_emb, req_emb=req_emb, y=np.array([r.label for r in rows]),
+             files=np.array(files))
     print(json.dumps({"rows": len(rows), "featurise_seconds_all": round(t_feat, 1)}))
 
 
@@ -259,8 +278,8 @@ def run(cache_path: Path, out: Path, merge_forms: bool) -> None:
     from safetydrift.judges.cv import assign_folds
     from safetydrift.judges.harm_head import THRESHOLDS
 
-    rows, meta = load_rows()
     z = np.load(cache_path)
+    rows, meta = load_rows(cached_files(z))
     feats, emb, y = z["feats"], z["resp_emb"], z["y"]
     groups, ginfo = topic_groups([r.request for r in rows], z["req_emb"], merge_forms)
     g = np.array(groups)
@@ -429,8 +448,8 @@ def run2(cache_path: Path, out: Path, merge_forms: bool, only: str | None = None
     from safetydrift.judges import refusal_features as rf
     from safetydrift.judges.cv import assign_folds
 
-    rows, meta = load_rows()
     z = np.load(cache_path)
+    rows, meta = load_rows(cached_files(z))
     feats, emb, y = z["feats"], z["resp_emb"], z["y"]
     groups, ginfo = topic_groups([r.request for r in rows], z["req_emb"], merge_forms)
     g = np.array(groups)
@@ -525,8 +544,8 @@ def speed(n: int = 60, card: Path | None = None, extra: bool = False) -> dict[st
 def compare(cache_path: Path, preds: list[Path], base: Path) -> None:
     """Paired κ difference (candidate − base) on the real-output rows: per fold seed, and a 95% interval from
     resampling topic groups (seed-0 folds; the same resample for both, so shared noise cancels)."""
-    rows, meta = load_rows()
     z = np.load(cache_path)
+    rows, meta = load_rows(cached_files(z))
     y = z["y"]
     g = np.array(topic_groups([r.request for r in rows], z["req_emb"])[0])
     real = np.array([m["file"] == "harm_train.csv" and m["generator"] != "stand-in" for m in meta])
@@ -559,8 +578,8 @@ def curve(cache_path: Path) -> None:
     from safetydrift.judges.cv import assign_folds
     from safetydrift.judges.harm_head import kappa
 
-    rows, meta = load_rows()
     z = np.load(cache_path)
+    rows, meta = load_rows(cached_files(z))
     feats, emb, y = z["feats"], z["resp_emb"], z["y"]
     groups = np.array(topic_groups([r.request for r in rows], z["req_emb"])[0])
     real = np.array([m["file"] == "harm_train.csv" and m["generator"] != "stand-in" for m in meta])
@@ -765,8 +784,8 @@ def stack(cache_path: Path, lm_paths: list[Path], out: Path, merge_forms: bool, 
     from safetydrift.judges.cv import assign_folds, rows_sha256
     from safetydrift.judges.harm_head import kappa
 
-    rows, meta = load_rows()
     z = np.load(cache_path)
+    rows, meta = load_rows(cached_files(z))
     feats, emb, y = z["feats"], z["resp_emb"], z["y"]
     if len(y) != len(rows) or not np.array_equal(y, [r.label for r in rows]):
         raise SystemExit(f"{cache_path} does not hold the {len(rows)} training rows of load_rows()")
@@ -918,6 +937,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="stack: the card's judgements/s, CPU time (results.md: harm 33.7/s at load 0.8; `speed`)")
     ap.add_argument("--target-rate", type=float, default=5.0, help="stack: judgements/s the served judge must keep")
     ap.add_argument("--fill", type=int, default=600, help="synth: rows that get a synthetic margin")
+    ap.add_argument("--batches", action="store_true",
+                    help="cache: also the later labelled train batches (harm_train_batch*.csv), after the card's rows")
     args = ap.parse_args(argv)
     if args.step != "lm" and args.cache is None:
         ap.error(f"{args.step} needs --cache")
@@ -935,10 +956,10 @@ def main(argv: list[str] | None = None) -> int:
         stack(args.cache, args.cache_lm, args.out, args.merge_forms, args.max_lm_frac, args.card_rate,
               args.target_rate)
     elif args.step == "cache":
-        cache(args.cache)
+        cache(args.cache, args.batches)
     elif args.step == "groups":
-        rows, _ = load_rows()
         z = np.load(args.cache)
+        rows, _ = load_rows(cached_files(z))
         groups, info = topic_groups([r.request for r in rows], z["req_emb"])
         print(json.dumps(info))
         print(json.dumps(topic_groups([r.request for r in rows], z["req_emb"], merge_forms=True)[1]))
